@@ -1,0 +1,254 @@
+package device
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// State is where the engine stands in the life of one update.
+type State int
+
+// The states, in the order an update normally passes through them.
+const (
+	Idle       State = iota // nothing under way
+	Verifying               // reading and checking a bundle; nothing written yet
+	Writing                 // writing components to the inactive slot, staging dirs and temp files
+	Written                 // every component written, fsynced and verified
+	TrySet                  // the bootloader will try the target slot once on the next boot
+	Rebooting               // waiting for (or performing) the reboot into the target slot
+	Trial                   // running the target slot on trial: health checks under a watchdog
+	Committing              // checks passed; making the target primary and switching packages/files
+	Committed               // the update is permanent
+	Failed                  // the trial failed; the target is marked bad and the old slot is coming back
+	RolledBack              // back on the old slot after a failed trial
+	Abandoned               // an install stopped before the bootloader was touched and was cleaned up
+)
+
+var stateNames = [...]string{
+	Idle: "idle", Verifying: "verifying", Writing: "writing", Written: "written", TrySet: "try-set",
+	Rebooting: "rebooting", Trial: "trial", Committing: "committing", Committed: "committed",
+	Failed: "failed", RolledBack: "rolled-back", Abandoned: "abandoned",
+}
+
+func (s State) String() string {
+	if s >= 0 && int(s) < len(stateNames) {
+		return stateNames[s]
+	}
+	return fmt.Sprintf("State(%d)", int(s))
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (s State) MarshalText() ([]byte, error) {
+	if s < 0 || int(s) >= len(stateNames) {
+		return nil, fmt.Errorf("marshal state: unknown state %d", int(s))
+	}
+	return []byte(s.String()), nil
+}
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (s *State) UnmarshalText(b []byte) error {
+	for i, n := range stateNames {
+		if n == string(b) {
+			*s = State(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown state %q", b)
+}
+
+// BundleInfo identifies a bundle.
+type BundleInfo struct {
+	Name            string `json:"name"`
+	Version         string `json:"version"`
+	SecurityVersion uint64 `json:"security_version"`
+	Digest          string `json:"digest"` // hex sha256 of the signed manifest
+}
+
+// Progress is the install progress of one component.
+type Progress struct {
+	Name    string `json:"name"`
+	Kind    string `json:"kind"`
+	Version string `json:"version"`
+	Class   string `json:"class,omitempty"` // slot class of an image
+	Slot    string `json:"slot,omitempty"`  // boot name of the target slot of an image
+	Target  string `json:"target"`          // device/file an image goes to, the package version dir, the file path
+	Stage   string `json:"stage,omitempty"` // temp file of a file component, renamed to Target at commit
+	Size    uint64 `json:"size"`
+	SHA256  string `json:"sha256"`
+	Written uint64 `json:"written"`
+	Done    bool   `json:"done"`
+}
+
+// Result is the outcome of the last update.
+type Result struct {
+	State  State      `json:"state"` // committed, rolled-back, abandoned or failed
+	Bundle BundleInfo `json:"bundle"`
+	Reason string     `json:"reason,omitempty"`
+	Time   time.Time  `json:"time"`
+}
+
+// Record is everything the engine persists in state.json on the data dir.
+type Record struct {
+	Format      int         `json:"format"`
+	State       State       `json:"state"`
+	Bundle      *BundleInfo `json:"bundle,omitempty"`      // the bundle under way
+	Target      string      `json:"target,omitempty"`      // boot name of the slot being installed, "" for a bundle without images
+	From        string      `json:"from,omitempty"`        // boot name that was running when the install began
+	BootID      string      `json:"boot_id,omitempty"`     // kernel boot id when the reboot was requested
+	Reason      string      `json:"reason,omitempty"`      // why a trial failed
+	Components  []Progress  `json:"components,omitempty"`  // in install (topological) order
+	Transitions int         `json:"transitions,omitempty"` // steps taken for the bundle under way
+
+	SecurityVersion uint64                `json:"security_version"`    // anti-rollback counter: highest committed
+	Installed       map[string]string     `json:"installed,omitempty"` // component name → committed version
+	Current         *BundleInfo           `json:"current,omitempty"`   // last committed bundle
+	Chunks          map[string]ChunkIndex `json:"chunks,omitempty"`    // "class/slot" → chunk table of what it holds
+	Pending         map[string]ChunkIndex `json:"pending,omitempty"`   // chunk tables of the slots being installed
+	Last            *Result               `json:"last,omitempty"`
+	Updated         time.Time             `json:"updated"`
+}
+
+// ChunkIndex is the chunk table of the image held by one slot, so that a
+// later update can copy unchanged chunks from it instead of fetching them.
+type ChunkIndex struct {
+	Component string      `json:"component"`
+	Version   string      `json:"version"`
+	Size      uint64      `json:"size"`
+	SHA256    string      `json:"sha256"`
+	Chunks    []ChunkSpan `json:"chunks"`
+}
+
+// ChunkSpan is one chunk of a slot's content.
+type ChunkSpan struct {
+	Offset uint64 `json:"o"`
+	Length uint32 `json:"l"`
+	SHA256 []byte `json:"h"`
+}
+
+// recordFormat is the version of the state.json layout.
+const recordFormat = 1
+
+// Errors of the state store.
+var (
+	ErrCorruptState = errors.New("device: corrupt state file")
+)
+
+// Store keeps the Record in one JSON file, replaced atomically.
+type Store struct {
+	Dir string
+	// crash, when set, is called around the rename and may stop the save
+	// there (power-cut tests).
+	crash func(point string) error
+}
+
+const (
+	stateFile = "state.json"
+	prevFile  = "state.json.prev"
+)
+
+// Path returns the path of the state file.
+func (s *Store) Path() string { return filepath.Join(s.Dir, stateFile) }
+
+// Load reads the state file. A missing file is a fresh device (Idle). A file
+// that does not parse returns an error wrapping ErrCorruptState; LoadPrevious
+// then returns the copy kept from the save before.
+func (s *Store) Load() (*Record, error) { return s.load(stateFile) }
+
+// LoadPrevious reads the copy of the state file kept from the previous save.
+func (s *Store) LoadPrevious() (*Record, error) { return s.load(prevFile) }
+
+func (s *Store) load(name string) (*Record, error) {
+	p := filepath.Join(s.Dir, name)
+	b, err := os.ReadFile(p)
+	if errors.Is(err, os.ErrNotExist) && name == stateFile {
+		return &Record{Format: recordFormat, State: Idle}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read state: %w", err)
+	}
+	r := new(Record)
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(r); err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrCorruptState, p, err)
+	}
+	if r.Format != recordFormat {
+		return nil, fmt.Errorf("%w: %s: format %d, want %d", ErrCorruptState, p, r.Format, recordFormat)
+	}
+	return r, nil
+}
+
+// Save writes r atomically: a temp file, fsync, the old file kept as
+// state.json.prev (hard link), rename over state.json, fsync of the dir.
+func (s *Store) Save(r *Record) error {
+	r.Format = recordFormat
+	r.Updated = time.Now().UTC()
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode state: %w", err)
+	}
+	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
+		return fmt.Errorf("save state: %w", err)
+	}
+	tmp := filepath.Join(s.Dir, stateFile+".tmp")
+	if err := writeFileSync(tmp, b, 0o600); err != nil {
+		return fmt.Errorf("save state: %w", err)
+	}
+	if err := s.crashAt("save:" + r.State.String() + ":before-rename"); err != nil {
+		return err
+	}
+	dst := filepath.Join(s.Dir, stateFile)
+	prev := filepath.Join(s.Dir, prevFile)
+	if _, err := s.load(stateFile); err == nil {
+		_ = os.Remove(prev)
+		if err := os.Link(dst, prev); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("keep previous state: %w", err)
+		}
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		return fmt.Errorf("save state: %w", err)
+	}
+	if err := syncDir(s.Dir); err != nil {
+		return fmt.Errorf("save state: %w", err)
+	}
+	return s.crashAt("save:" + r.State.String() + ":after-rename")
+}
+
+func (s *Store) crashAt(point string) error {
+	if s.crash == nil {
+		return nil
+	}
+	return s.crash(point)
+}
+
+// writeFileSync writes b to path and fsyncs it before closing.
+func writeFileSync(path string, b []byte, mode os.FileMode) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// syncDir fsyncs a directory so that renames and creations in it are durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
