@@ -1,0 +1,38 @@
+package slots
+
+import (
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// blockDevNum returns the device number of a block device node.
+func blockDevNum(path string) (devNum, bool) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFBLK {
+		return devNum{}, false
+	}
+	return devNum{unix.Major(uint64(st.Rdev)), unix.Minor(uint64(st.Rdev))}, true
+}
+
+// dropCache asks the kernel to forget the cached pages of f in [off, off+n)
+// so a following read comes from the device. Best effort.
+func dropCache(f *os.File, off, n int64) {
+	_ = unix.Fadvise(int(f.Fd()), off, n, unix.FADV_DONTNEED)
+}
+
+// startWriteback starts writing [off, off+n) to the device without waiting,
+// so the final fsync has less left to do. Best effort.
+func startWriteback(f *os.File, off, n int64) {
+	_ = unix.SyncFileRange(int(f.Fd()), off, n, unix.SYNC_FILE_RANGE_WRITE)
+}
+
+// waitWriteback waits for writeback of [off, off+n) started earlier and
+// then drops those pages from the cache. Best effort.
+func waitWriteback(f *os.File, off, n int64) {
+	_ = unix.SyncFileRange(int(f.Fd()), off, n, unix.SYNC_FILE_RANGE_WAIT_BEFORE|unix.SYNC_FILE_RANGE_WRITE|unix.SYNC_FILE_RANGE_WAIT_AFTER)
+}
+
+// openExclusive opens a block device with O_EXCL, which Linux refuses with
+// EBUSY while the device is mounted or claimed.
+const openExclusive = unix.O_EXCL

@@ -1,0 +1,367 @@
+package slots
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"sync"
+)
+
+// Writer errors.
+var (
+	ErrBootedSlot = errors.New("slots: refusing to write the booted slot")
+	ErrTooLarge   = errors.New("slots: data larger than the slot")
+	ErrShortInput = errors.New("slots: input shorter than its declared size")
+	ErrDigest     = errors.New("slots: sha256 of the input does not match")
+	ErrVerify     = errors.New("slots: read-back sha256 does not match")
+	ErrDirSlot    = errors.New("slots: directory slots are not written as images")
+)
+
+// Buffer sizes of the streaming writer and the read-back check.
+const (
+	writeBuf     = 4 << 20  // bytes per write(2), a multiple of every erase/page size
+	writeBufs    = 4        // buffers in flight: one reading, one writing+hashing, spares
+	writebackWin = 32 << 20 // start writeback every this many bytes
+)
+
+// TargetOptions says what OpenTarget must refuse.
+type TargetOptions struct {
+	Booted    string // boot name of the running slot; "" refuses every slot
+	Mountinfo string // default /proc/self/mountinfo
+}
+
+// Target is an open inactive slot. It never touches bootloader state.
+// WriteAt, ReadAt and Sync may be called from several goroutines.
+type Target struct {
+	slot   *Slot
+	f      *os.File
+	size   int64
+	verify bool
+}
+
+// OpenTarget opens the slot for writing after checking, from
+// Paths.Cmdline and Paths.Mountinfo, that it is not booted or mounted.
+func (c *Config) OpenTarget(s *Slot) (*Target, error) {
+	booted, err := c.ReadBooted()
+	if err != nil {
+		return nil, fmt.Errorf("open slot %s/%s: %w", s.Class, s.BootName, err)
+	}
+	return OpenTarget(s, TargetOptions{Booted: booted, Mountinfo: c.Paths.Mountinfo})
+}
+
+// OpenTarget opens slot s for writing. It refuses the booted slot, a
+// mounted device, directory slots, and a configured size larger than the
+// device. Block devices are opened O_EXCL, which the kernel refuses while
+// they are mounted; a file slot is created if missing.
+func OpenTarget(s *Slot, o TargetOptions) (*Target, error) {
+	name := s.Class + "/" + s.BootName
+	if s.Type == TypeDir {
+		return nil, fmt.Errorf("open slot %s: %w", name, ErrDirSlot)
+	}
+	if o.Booted == "" {
+		return nil, fmt.Errorf("open slot %s: %w", name, ErrUnknownBooted)
+	}
+	if s.BootName == o.Booted {
+		return nil, fmt.Errorf("open slot %s: %w (%s)", name, ErrBootedSlot, s.Device)
+	}
+	mi := o.Mountinfo
+	if mi == "" {
+		mi = DefaultMountinfo
+	}
+	if err := checkNotMounted(s.Device, mi); err != nil {
+		return nil, fmt.Errorf("open slot %s: %w", name, err)
+	}
+	flags := os.O_RDWR
+	if s.Type == TypeFile {
+		flags |= os.O_CREATE
+	} else {
+		flags |= openExclusive
+	}
+	f, err := os.OpenFile(s.Device, flags, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open slot %s: %w", name, err)
+	}
+	size := int64(s.Size)
+	if s.Type == TypeBlock {
+		end, err := f.Seek(0, io.SeekEnd)
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("open slot %s: size of %s: %w", name, s.Device, err)
+		}
+		if size == 0 {
+			size = end
+		} else if size > end {
+			f.Close()
+			return nil, fmt.Errorf("open slot %s: configured size %d larger than %s (%d bytes)", name, size, s.Device, end)
+		}
+	}
+	verify := s.Verify == nil || *s.Verify
+	if s.Verify == nil {
+		verify = s.Type == TypeBlock
+	}
+	return &Target{slot: s, f: f, size: size, verify: verify}, nil
+}
+
+// Slot returns the slot being written.
+func (t *Target) Slot() *Slot { return t.slot }
+
+// Size returns the capacity of the slot in bytes.
+func (t *Target) Size() int64 { return t.size }
+
+// WriteAt writes p at off; it refuses to write past the slot size.
+func (t *Target) WriteAt(p []byte, off int64) (int, error) {
+	if off < 0 || off+int64(len(p)) > t.size {
+		return 0, fmt.Errorf("write slot %s/%s at %d+%d: %w (%d bytes)", t.slot.Class, t.slot.BootName, off, len(p), ErrTooLarge, t.size)
+	}
+	n, err := t.f.WriteAt(p, off)
+	if err != nil {
+		return n, fmt.Errorf("write slot %s/%s: %w", t.slot.Class, t.slot.BootName, err)
+	}
+	return n, nil
+}
+
+// ReadAt reads back what was written (used to re-check chunks).
+func (t *Target) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 || off > t.size {
+		return 0, fmt.Errorf("read slot %s/%s at %d: %w", t.slot.Class, t.slot.BootName, off, ErrTooLarge)
+	}
+	if rest := t.size - off; int64(len(p)) > rest {
+		p = p[:rest]
+	}
+	return t.f.ReadAt(p, off)
+}
+
+// Sync flushes everything written to the device.
+func (t *Target) Sync() error {
+	if err := t.f.Sync(); err != nil {
+		return fmt.Errorf("sync slot %s/%s: %w", t.slot.Class, t.slot.BootName, err)
+	}
+	return nil
+}
+
+// Close closes the device without syncing.
+func (t *Target) Close() error { return t.f.Close() }
+
+// Verify syncs, drops the cached pages and reads the first n bytes back
+// from the device, comparing their sha256 with sum (ErrVerify on mismatch).
+func (t *Target) Verify(n int64, sum []byte) error {
+	if n < 0 || n > t.size {
+		return fmt.Errorf("verify slot %s/%s: %w", t.slot.Class, t.slot.BootName, ErrTooLarge)
+	}
+	if err := t.Sync(); err != nil {
+		return err
+	}
+	dropCache(t.f, 0, n)
+	got, err := hashRange(t.f, n)
+	if err != nil {
+		return fmt.Errorf("verify slot %s/%s: %w", t.slot.Class, t.slot.BootName, err)
+	}
+	if !bytes.Equal(got, sum) {
+		return fmt.Errorf("verify slot %s/%s: %w: read %x, want %x", t.slot.Class, t.slot.BootName, ErrVerify, got, sum)
+	}
+	return nil
+}
+
+// Finish ends a write of n bytes: a file slot is truncated to n, all data
+// is synced, and when read-back is on for the slot and sum is set, the
+// first n bytes are read back and checked.
+func (t *Target) Finish(n int64, sum []byte) error {
+	if t.slot.Type == TypeFile {
+		if err := t.f.Truncate(n); err != nil {
+			return fmt.Errorf("finish slot %s/%s: %w", t.slot.Class, t.slot.BootName, err)
+		}
+	}
+	if t.verify && sum != nil {
+		return t.Verify(n, sum)
+	}
+	return t.Sync()
+}
+
+// Write streams r into the slot from offset 0, then Finish. size is the
+// number of bytes r yields (-1: until EOF, bounded by the slot size). If
+// sum is set, the sha256 of the stream must equal it (ErrDigest), checked
+// before the read-back. Hashing runs alongside the writes.
+func (t *Target) Write(ctx context.Context, r io.Reader, size int64, sum []byte) error {
+	if size > t.size {
+		return fmt.Errorf("write slot %s/%s: %d bytes: %w (%d bytes)", t.slot.Class, t.slot.BootName, size, ErrTooLarge, t.size)
+	}
+	n, got, err := t.stream(ctx, r, size)
+	if err != nil {
+		return fmt.Errorf("write slot %s/%s: %w", t.slot.Class, t.slot.BootName, err)
+	}
+	if sum != nil && !bytes.Equal(got, sum) {
+		return fmt.Errorf("write slot %s/%s: %w: got %x, want %x", t.slot.Class, t.slot.BootName, ErrDigest, got, sum)
+	}
+	return t.Finish(n, sum)
+}
+
+// Write opens slot s (see Config.OpenTarget), streams r into it and
+// closes it.
+func (c *Config) Write(ctx context.Context, s *Slot, r io.Reader, size int64, sum []byte) error {
+	t, err := c.OpenTarget(s)
+	if err != nil {
+		return err
+	}
+	err = t.Write(ctx, r, size, sum)
+	if cerr := t.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("close slot %s/%s: %w", s.Class, s.BootName, cerr)
+	}
+	return err
+}
+
+type block struct {
+	buf    []byte
+	n      int
+	off    int64
+	hashed chan struct{}
+}
+
+// stream copies r to the device in writeBuf blocks: one goroutine reads,
+// one hashes, the caller writes; a block is reused once written and hashed.
+func (t *Target) stream(ctx context.Context, r io.Reader, size int64) (int64, []byte, error) {
+	free := make(chan *block, writeBufs)
+	for range writeBufs {
+		free <- &block{buf: make([]byte, writeBuf), hashed: make(chan struct{}, 1)}
+	}
+	full := make(chan *block, writeBufs) // never blocks: holds every block
+	stop := make(chan struct{})
+	defer close(stop)
+	var readErr error // set before full is closed
+	go func() {
+		defer close(full)
+		var off int64
+		for {
+			var b *block
+			select {
+			case b = <-free:
+			case <-stop:
+				return
+			}
+			want := len(b.buf)
+			if size >= 0 && size-off < int64(want) {
+				want = int(size - off)
+			}
+			n, err := io.ReadFull(r, b.buf[:want])
+			if n > 0 {
+				if off+int64(n) > t.size {
+					readErr = fmt.Errorf("%w (%d bytes)", ErrTooLarge, t.size)
+					return
+				}
+				b.n, b.off = n, off
+				off += int64(n)
+				full <- b
+			}
+			switch {
+			case size >= 0 && off == size:
+				return
+			case err == io.EOF || err == io.ErrUnexpectedEOF:
+				if size >= 0 {
+					readErr = fmt.Errorf("%w: %d of %d bytes", ErrShortInput, off, size)
+				}
+				return
+			case err != nil:
+				readErr = fmt.Errorf("read input: %w", err)
+				return
+			}
+		}
+	}()
+
+	h := sha256.New()
+	toHash := make(chan *block, writeBufs)
+	var hwg sync.WaitGroup
+	hwg.Add(1)
+	go hashBlocks(h, toHash, &hwg)
+	hashing := true
+	endHash := func() {
+		if hashing {
+			close(toHash)
+			hwg.Wait()
+			hashing = false
+		}
+	}
+	defer endHash()
+
+	var written, kicked int64
+	for b := range full {
+		if err := ctx.Err(); err != nil {
+			return written, nil, err
+		}
+		toHash <- b
+		_, werr := t.WriteAt(b.buf[:b.n], b.off)
+		<-b.hashed
+		if werr != nil {
+			return written, nil, werr
+		}
+		written += int64(b.n)
+		if written-kicked >= writebackWin {
+			startWriteback(t.f, kicked, written-kicked)
+			kicked = written
+		}
+		free <- b
+	}
+	if readErr != nil {
+		return written, nil, readErr
+	}
+	if err := ctx.Err(); err != nil {
+		return written, nil, err
+	}
+	endHash()
+	return written, h.Sum(nil), nil
+}
+
+func hashBlocks(h hash.Hash, in <-chan *block, wg *sync.WaitGroup) {
+	defer wg.Done()
+	for b := range in {
+		h.Write(b.buf[:b.n])
+		b.hashed <- struct{}{}
+	}
+}
+
+// hashRange returns the sha256 of the first n bytes of f, reading the next
+// block while hashing the current one.
+func hashRange(f *os.File, n int64) ([]byte, error) {
+	type rb struct {
+		buf []byte
+		n   int
+	}
+	free := make(chan []byte, 2)
+	free <- make([]byte, writeBuf)
+	free <- make([]byte, writeBuf)
+	full := make(chan rb, 2)
+	errc := make(chan error, 1)
+	go func() {
+		defer close(full)
+		for off := int64(0); off < n; {
+			buf := <-free
+			want := int64(len(buf))
+			if n-off < want {
+				want = n - off
+			}
+			m, err := f.ReadAt(buf[:want], off)
+			if int64(m) < want {
+				if err == nil || err == io.EOF {
+					err = io.ErrUnexpectedEOF
+				}
+				errc <- err
+				return
+			}
+			off += int64(m)
+			full <- rb{buf, m}
+		}
+		errc <- nil
+	}()
+	h := sha256.New()
+	for b := range full {
+		h.Write(b.buf[:b.n])
+		free <- b.buf
+	}
+	if err := <-errc; err != nil {
+		return nil, err
+	}
+	return h.Sum(nil), nil
+}
