@@ -46,5 +46,9 @@ fuzz: ## run every fuzz target for FUZZTIME each (default 60s)
 	  done; \
 	done
 
+e2e: ## boot the armv7 target under QEMU (real U-Boot, kernel, watchdog) and run the A/B update scenarios
+	@e2e/fetch.sh
+	$(GO) test -tags e2e -count=1 -v -timeout 15m ./e2e/
+
 clean: ## remove build output
 	rm -rf $(BIN)

@@ -1,0 +1,74 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestBootScriptAB proves boot.scr's A/B logic with guestinit alone: slot A
+// boots, commits itself and asks for one try of B; B boots and does not
+// commit; the next boot is A again because B's single try is used up.
+func TestBootScriptAB(t *testing.T) {
+	r := getRig(t)
+	ia, err := r.initramfs("commit-try", "a1", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ib, err := r.initramfs("nocommit", "b1", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sa, err := r.slotImage("abA", ia)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb, err := r.slotImage("abB", ib)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := r.diskImage("ab", sa, sb, map[string][]byte{"README": []byte("data partition\n")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	logPath := filepath.Join(r.work, "bootscript.log")
+	r.keepLog(t, logPath)
+	v, err := r.boot(img, logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.kill()
+	start := time.Now()
+	werr := v.wait(90 * time.Second)
+	el := time.Since(start)
+	log := v.text()
+	report(t, werr == nil, "guest powered off by itself after %.1fs (%v)", el.Seconds(), werr)
+
+	got := strings.Join(boots(log), " ")
+	report(t, got == "A/a1 B/b1 A/a1", "Linux booted A, then B once, then A again: got %q", got)
+	gotU := strings.Join(ubootChoices(log), " ")
+	report(t, gotU == "A(2,3) B(3,0) A(2,0)", "U-Boot choices (slot(A_LEFT,B_LEFT) after decrement): got %q, want %q", gotU, "A(2,3) B(3,0) A(2,0)")
+	report(t, strings.Contains(log, "back on committed slot A"), "slot A saw the failed trial of B")
+
+	p, rd := r.readEnvFiles(t, img)
+	want := map[string]string{"BOOT_ORDER": "B A", "BOOT_A_LEFT": "2", "BOOT_B_LEFT": "0"}
+	for _, f := range []struct {
+		name string
+		vars map[string]string
+	}{{"uboot.env", p}, {"uboot-redund.env", rd}} {
+		ok := true
+		for k, w := range want {
+			if f.vars[k] != w {
+				ok = false
+			}
+		}
+		report(t, ok, "%s on disk (uenv + fw_printenv): %v, want %v", f.name, f.vars, want)
+	}
+	if ts := stampOf(log, "init started"); ts >= 0 {
+		fmt.Printf("TIME  kernel start -> /init first line: %.2fs (guest clock); whole run %.1fs wall\n", ts, el.Seconds())
+	}
+}

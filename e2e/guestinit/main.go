@@ -1,0 +1,191 @@
+// Command guestinit is the /init of the armv7 QEMU target's initramfs.
+//
+// It mounts /proc, /sys, /dev, the boot partition (/dev/vda1 on /boot) and
+// the data partition (/dev/vda4 on /data), loads the kernel modules listed
+// in /lib/modules/order (with optional parameters from
+// /lib/modules/params, "module param=value ..." lines), then runs the role
+// named in /etc/guestinit/role:
+//
+//	autopatchd  start "autopatchd run", run the one-shot command queue the
+//	            host left in /data/e2e/queue, keep the console fed
+//	commit-try  test role: commit the booted slot, try the other once, reboot
+//	            (the second time it finds itself booted, power off)
+//	nocommit    test role: boot, report, reboot without committing
+//
+// Every console line it prints starts with "AP-E2E [  seconds]", the time
+// since the kernel started (CLOCK_BOOTTIME, the clock of the kernel's own
+// printk stamps), so the host can measure boot phases from the serial log.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+var console io.Writer = os.Stdout
+
+var logMu sync.Mutex
+
+func stamp() string {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts)
+	return fmt.Sprintf("[%5d.%06d]", ts.Sec, ts.Nsec/1000)
+}
+
+func logf(format string, args ...any) {
+	logMu.Lock()
+	defer logMu.Unlock()
+	fmt.Fprintf(console, "AP-E2E %s %s\n", stamp(), fmt.Sprintf(format, args...))
+}
+
+func main() {
+	if c, err := os.OpenFile("/dev/console", os.O_WRONLY, 0); err == nil {
+		console = c
+	}
+	logf("init started")
+	if err := setup(); err != nil {
+		logf("FATAL setup: %v", err)
+		halt(unix.LINUX_REBOOT_CMD_RESTART)
+	}
+	slot := bootedSlot()
+	role := strings.TrimSpace(readFile("/etc/guestinit/role"))
+	version := strings.TrimSpace(readFile("/etc/guestinit/version"))
+	logf("booted slot=%s version=%s role=%s", slot, version, role)
+	var err error
+	switch role {
+	case "autopatchd":
+		err = runAutopatchd()
+	case "commit-try":
+		err = commitTry(slot)
+	case "nocommit":
+		logf("not committing slot %s; rebooting", slot)
+		halt(unix.LINUX_REBOOT_CMD_RESTART)
+	default:
+		err = fmt.Errorf("unknown role %q", role)
+	}
+	if err != nil {
+		logf("FATAL %s: %v", role, err)
+	}
+	halt(unix.LINUX_REBOOT_CMD_RESTART)
+}
+
+func readFile(p string) string {
+	b, _ := os.ReadFile(p)
+	return string(b)
+}
+
+func bootedSlot() string {
+	for _, f := range strings.Fields(readFile("/proc/cmdline")) {
+		if v, ok := strings.CutPrefix(f, "autopatcher.slot="); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+func setup() error {
+	mounts := []struct{ src, dst, fs string }{
+		{"proc", "/proc", "proc"},
+		{"sysfs", "/sys", "sysfs"},
+		{"devtmpfs", "/dev", "devtmpfs"},
+		{"tmpfs", "/tmp", "tmpfs"},
+		{"tmpfs", "/run", "tmpfs"},
+	}
+	for _, m := range mounts {
+		_ = os.MkdirAll(m.dst, 0o755)
+		if err := unix.Mount(m.src, m.dst, m.fs, 0, ""); err != nil && err != unix.EBUSY {
+			return fmt.Errorf("mount %s: %w", m.dst, err)
+		}
+	}
+	if err := loadModules(); err != nil {
+		return err
+	}
+	logf("modules loaded")
+	for _, m := range []struct{ dev, dst string }{{"/dev/vda1", "/boot"}, {"/dev/vda4", "/data"}} {
+		if err := waitFor(m.dev, 10*time.Second); err != nil {
+			return err
+		}
+		_ = os.MkdirAll(m.dst, 0o755)
+		if err := unix.Mount(m.dev, m.dst, "vfat", 0, "utf8=0,shortname=mixed"); err != nil {
+			return fmt.Errorf("mount %s on %s: %w", m.dev, m.dst, err)
+		}
+	}
+	logf("partitions mounted")
+	return nil
+}
+
+func loadModules() error {
+	params := map[string]string{}
+	for _, l := range strings.Split(readFile("/lib/modules/params"), "\n") {
+		if name, p, ok := strings.Cut(strings.TrimSpace(l), " "); ok {
+			params[name] = p
+		}
+	}
+	for _, m := range strings.Fields(readFile("/lib/modules/order")) {
+		f, err := os.Open(filepath.Join("/lib/modules", m+".ko"))
+		if err != nil {
+			return fmt.Errorf("open module %s: %w", m, err)
+		}
+		err = unix.FinitModule(int(f.Fd()), params[m], 0)
+		f.Close()
+		if err != nil && err != unix.EEXIST {
+			return fmt.Errorf("load module %s: %w", m, err)
+		}
+	}
+	return nil
+}
+
+func waitFor(path string, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for {
+		if _, err := os.Stat(path); err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("wait for %s: not there after %v", path, d)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func halt(cmd int) {
+	unix.Sync()
+	for _, m := range []string{"/data", "/boot"} {
+		_ = unix.Unmount(m, 0)
+	}
+	unix.Sync()
+	if cmd == unix.LINUX_REBOOT_CMD_POWER_OFF {
+		logf("powering off")
+	} else {
+		logf("rebooting")
+	}
+	_ = unix.Reboot(cmd)
+	select {}
+}
+
+// prefixLines copies r to the console line by line with the init's stamp.
+func prefixLines(r io.Reader, tag string) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for sc.Scan() {
+		logf("%s: %s", tag, bytes.TrimRight(sc.Bytes(), "\r"))
+	}
+}
+
+func command(tag string, name string, args ...string) *exec.Cmd {
+	cmd := exec.Command(name, args...)
+	pr, pw := io.Pipe()
+	cmd.Stdout, cmd.Stderr = pw, pw
+	go prefixLines(pr, tag)
+	return cmd
+}

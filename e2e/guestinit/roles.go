@@ -1,0 +1,159 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/autopatcher/autopatcher/e2e/uenv"
+	"golang.org/x/sys/unix"
+)
+
+const (
+	envPrimary = "/boot/uboot.env"
+	envRedund  = "/boot/uboot-redund.env"
+	stateDir   = "/data/e2e"
+)
+
+func readEnv() (map[string]string, error) {
+	var errs []error
+	for _, p := range []string{envPrimary, envRedund} {
+		b, err := os.ReadFile(p)
+		if err == nil {
+			var vars map[string]string
+			if vars, err = uenv.Decode(b); err == nil {
+				return vars, nil
+			}
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", p, err))
+	}
+	return nil, errors.Join(errs...)
+}
+
+func writeFileSync(path string, b []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// writeEnv writes the second copy first, then the primary, as the boot
+// script does.
+func writeEnv(vars map[string]string) error {
+	b, err := uenv.Encode(vars, uenv.Size)
+	if err != nil {
+		return err
+	}
+	for _, p := range []string{envRedund, envPrimary} {
+		if err := writeFileSync(p, b); err != nil {
+			return fmt.Errorf("write %s: %w", p, err)
+		}
+	}
+	return nil
+}
+
+func envLine(vars map[string]string) string {
+	return fmt.Sprintf("BOOT_ORDER=%q BOOT_A_LEFT=%s BOOT_B_LEFT=%s", vars["BOOT_ORDER"], vars["BOOT_A_LEFT"], vars["BOOT_B_LEFT"])
+}
+
+// commitTry: first boot on a slot commits it and tries the other slot once;
+// a later boot on the same slot (after the other one failed) powers off.
+func commitTry(slot string) error {
+	vars, err := readEnv()
+	if err != nil {
+		return err
+	}
+	logf("env %s", envLine(vars))
+	if err := os.MkdirAll(stateDir, 0o755); err != nil {
+		return err
+	}
+	mark := filepath.Join(stateDir, "committed-"+slot)
+	if _, err := os.Stat(mark); err == nil {
+		logf("back on committed slot %s", slot)
+		halt(unix.LINUX_REBOOT_CMD_POWER_OFF)
+	}
+	other := map[string]string{"A": "B", "B": "A"}[slot]
+	if other == "" {
+		return fmt.Errorf("booted slot %q unknown", slot)
+	}
+	// Commit the booted slot (full tries), then put the other slot first
+	// with one try: the next boot is a trial of it.
+	vars["BOOT_"+slot+"_LEFT"] = "3"
+	vars["BOOT_ORDER"] = other + " " + slot
+	vars["BOOT_"+other+"_LEFT"] = "1"
+	if err := writeEnv(vars); err != nil {
+		return err
+	}
+	if err := writeFileSync(mark, []byte(time.Now().String())); err != nil {
+		return err
+	}
+	logf("committed %s, trying %s once: %s", slot, other, envLine(vars))
+	halt(unix.LINUX_REBOOT_CMD_RESTART)
+	return nil
+}
+
+// runAutopatchd runs "autopatchd run" and the host's one-shot command queue.
+func runAutopatchd() error {
+	const bin = "/bin/autopatchd"
+	daemon := command("autopatchd", bin, "run")
+	if err := daemon.Start(); err != nil {
+		return fmt.Errorf("start autopatchd: %w", err)
+	}
+	logf("autopatchd run started pid=%d", daemon.Process.Pid)
+	queue := filepath.Join(stateDir, "queue")
+	if b, err := os.ReadFile(queue); err == nil {
+		// One shot: consume the queue before acting on it, so a reset in the
+		// middle never replays it.
+		if err := os.Rename(queue, queue+".done"); err != nil {
+			return fmt.Errorf("consume queue: %w", err)
+		}
+		unix.Sync()
+		for _, line := range strings.Split(string(b), "\n") {
+			f := strings.Fields(line)
+			if len(f) == 0 || strings.HasPrefix(f[0], "#") {
+				continue
+			}
+			logf("queue: %s", line)
+			switch f[0] {
+			case "reboot":
+				halt(unix.LINUX_REBOOT_CMD_RESTART)
+			case "poweroff":
+				halt(unix.LINUX_REBOOT_CMD_POWER_OFF)
+			case "sleep":
+				d, _ := time.ParseDuration(f[1])
+				time.Sleep(d)
+			default:
+				cmd := command(f[0], bin, f...)
+				err := cmd.Run()
+				logf("queue: %s exited: %v", line, err)
+			}
+		}
+	}
+	err := daemon.Wait()
+	logf("autopatchd run exited: %v", err)
+	return err
+}
