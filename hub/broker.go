@@ -1,0 +1,228 @@
+package hub
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/autopatcher/autopatcher/transport"
+)
+
+// Bus is how the hub exchanges messages with devices: the embedded broker's inline
+// client, or an MQTT connection to an external broker.
+type Bus interface {
+	Publish(topic string, payload []byte, retain bool) error
+	Subscribe(filter string, fn func(topic string, payload []byte)) error
+}
+
+// Identity is what a connecting client proved about itself.
+type Identity struct {
+	ClientID string
+	Username string
+	Password []byte
+	Certs    []*x509.Certificate // verified chain is not implied; the leaf comes first
+	Remote   string
+}
+
+// Gate decides who may connect and learns who is online. The registry implements it.
+type Gate interface {
+	Admit(id Identity) error
+	Connected(clientID string)
+	Disconnected(clientID string)
+}
+
+// BrokerConfig configures the embedded broker. Empty addresses disable a listener.
+type BrokerConfig struct {
+	TCPAddr string      // plain MQTT, e.g. "127.0.0.1:1883"
+	TLSAddr string      // MQTT over TLS, e.g. "127.0.0.1:8883"
+	TLS     *tls.Config // server certificate and client-certificate policy for TLSAddr
+	Gate    Gate
+	Log     *slog.Logger
+}
+
+// Broker is the embedded MQTT broker (mochi-mqtt) with AutoPatcher's authentication
+// and per-device ACL (transport.Allowed). It implements Bus through the inline client,
+// which is the hub's own identity and bypasses the ACL.
+type Broker struct {
+	srv    *mqtt.Server
+	tcp    *listeners.TCP
+	tls    *listeners.TCP
+	subID  atomic.Int64
+	closed atomic.Bool
+}
+
+// NewBroker creates and starts the broker.
+func NewBroker(cfg BrokerConfig) (*Broker, error) {
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	caps := mqtt.NewDefaultServerCapabilities()
+	caps.MaximumSessionExpiryInterval = 7 * 24 * 3600
+	caps.MaximumClientWritesPending = 4096
+	srv := mqtt.New(&mqtt.Options{
+		InlineClient: true,
+		Capabilities: caps,
+		Logger:       cfg.Log.With("component", "broker"),
+	})
+	h := &brokerHook{gate: cfg.Gate, log: cfg.Log, current: map[string]*mqtt.Client{}}
+	if err := srv.AddHook(h, nil); err != nil {
+		return nil, fmt.Errorf("start broker: %w", err)
+	}
+	b := &Broker{srv: srv}
+	if cfg.TCPAddr != "" {
+		b.tcp = listeners.NewTCP(listeners.Config{ID: "tcp", Address: cfg.TCPAddr})
+		if err := srv.AddListener(b.tcp); err != nil {
+			return nil, fmt.Errorf("start broker on %s: %w", cfg.TCPAddr, err)
+		}
+	}
+	if cfg.TLSAddr != "" {
+		if cfg.TLS == nil {
+			return nil, fmt.Errorf("start broker on %s: TLS listener without TLS configuration", cfg.TLSAddr)
+		}
+		b.tls = listeners.NewTCP(listeners.Config{ID: "tls", Address: cfg.TLSAddr, TLSConfig: cfg.TLS})
+		if err := srv.AddListener(b.tls); err != nil {
+			srv.Close()
+			return nil, fmt.Errorf("start broker on %s: %w", cfg.TLSAddr, err)
+		}
+	}
+	if err := srv.Serve(); err != nil {
+		srv.Close()
+		return nil, fmt.Errorf("start broker: %w", err)
+	}
+	return b, nil
+}
+
+// TCPAddr returns the bound address of the plain listener ("" when disabled).
+func (b *Broker) TCPAddr() string {
+	if b.tcp == nil {
+		return ""
+	}
+	return b.tcp.Address()
+}
+
+// TLSAddr returns the bound address of the TLS listener ("" when disabled).
+func (b *Broker) TLSAddr() string {
+	if b.tls == nil {
+		return ""
+	}
+	return b.tls.Address()
+}
+
+// Clients returns the number of connected network clients.
+func (b *Broker) Clients() int {
+	n := 0
+	for _, cl := range b.srv.Clients.GetAll() {
+		if !cl.Net.Inline && !cl.Closed() {
+			n++
+		}
+	}
+	return n
+}
+
+// Publish sends a message as the hub (QoS 1).
+func (b *Broker) Publish(topic string, payload []byte, retain bool) error {
+	if b.closed.Load() {
+		return transport.ErrClosed
+	}
+	return b.srv.Publish(topic, payload, retain, 1)
+}
+
+// Subscribe delivers messages matching filter to fn, synchronously in the sender's
+// connection goroutine.
+func (b *Broker) Subscribe(filter string, fn func(topic string, payload []byte)) error {
+	id := int(b.subID.Add(1))
+	return b.srv.Subscribe(filter, id, func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
+		fn(pk.TopicName, pk.Payload)
+	})
+}
+
+// Close stops the listeners and disconnects every client.
+func (b *Broker) Close() error {
+	if b.closed.Swap(true) {
+		return nil
+	}
+	return b.srv.Close()
+}
+
+// brokerHook authenticates clients through the Gate and applies transport.Allowed.
+type brokerHook struct {
+	mqtt.HookBase
+	gate Gate
+	log  *slog.Logger
+
+	mu      sync.Mutex
+	current map[string]*mqtt.Client // live connection per client id
+}
+
+func (h *brokerHook) ID() string { return "autopatch-auth" }
+
+func (h *brokerHook) Provides(b byte) bool {
+	switch b {
+	case mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnSessionEstablished, mqtt.OnDisconnect:
+		return true
+	}
+	return false
+}
+
+func (h *brokerHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	id := Identity{
+		ClientID: cl.ID,
+		Username: string(pk.Connect.Username),
+		Password: pk.Connect.Password,
+		Remote:   cl.Net.Remote,
+	}
+	if tc, ok := cl.Net.Conn.(*tls.Conn); ok {
+		id.Certs = tc.ConnectionState().PeerCertificates
+	}
+	if h.gate == nil {
+		return false
+	}
+	if err := h.gate.Admit(id); err != nil {
+		h.log.Info("mqtt connection refused", "client", cl.ID, "remote", cl.Net.Remote, "err", err)
+		return false
+	}
+	return true
+}
+
+func (h *brokerHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
+	ok := transport.Allowed(cl.ID, topic, write)
+	if !ok {
+		h.log.Debug("mqtt acl denied", "client", cl.ID, "topic", topic, "write", write)
+	}
+	return ok
+}
+
+func (h *brokerHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
+	if cl.Net.Inline {
+		return
+	}
+	h.mu.Lock()
+	h.current[cl.ID] = cl
+	h.mu.Unlock()
+	if h.gate != nil {
+		h.gate.Connected(cl.ID)
+	}
+}
+
+func (h *brokerHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
+	if cl.Net.Inline {
+		return
+	}
+	h.mu.Lock()
+	live := h.current[cl.ID] == cl
+	if live {
+		delete(h.current, cl.ID)
+	}
+	h.mu.Unlock()
+	// A session taken over by a newer connection of the same device is not "offline".
+	if live && h.gate != nil {
+		h.gate.Disconnected(cl.ID)
+	}
+}

@@ -1,0 +1,118 @@
+package hub
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/autopatcher/autopatcher/bundle"
+	"github.com/autopatcher/autopatcher/transport"
+)
+
+// Options configures a Hub.
+type Options struct {
+	Store  Store
+	Chunks *Chunks
+	Trust  *bundle.Trust // vendor keys a bundle must be signed with to be uploaded
+	// DeviceCA, when set, auto-accepts devices whose client certificate chains to it.
+	DeviceCA *x509.CertPool
+	// RequireCerts refuses devices that connect without a client certificate.
+	RequireCerts bool
+	// HubPassword lets a remote client connect to the embedded broker as the hub
+	// identity (transport.Hub); empty refuses every such client.
+	HubPassword string
+	// TempDir holds uploads while they are verified (default: the system temp dir).
+	TempDir string
+	Log     *slog.Logger
+}
+
+// Hub is the fleet server: bundle repository, device registry and deployments.
+// It talks to devices through a Bus, and is driven by the HTTP API.
+type Hub struct {
+	opt   Options
+	store Store
+	log   *slog.Logger
+
+	chunkMu sync.Mutex // orders chunk writes of uploads against chunk removal of deletes
+
+	mu  sync.Mutex
+	bus Bus
+	// offers caches, per device, the active offer and its chunk table.
+	offers map[string]*activeOffer
+}
+
+// New creates a Hub. Attach it to a Bus with Attach before devices connect.
+func New(opt Options) (*Hub, error) {
+	if opt.Store == nil || opt.Chunks == nil {
+		return nil, errors.New("create hub: store and chunk store are required")
+	}
+	if opt.Log == nil {
+		opt.Log = slog.Default()
+	}
+	return &Hub{opt: opt, store: opt.Store, log: opt.Log, offers: map[string]*activeOffer{}}, nil
+}
+
+// Store returns the hub's store.
+func (h *Hub) Store() Store { return h.store }
+
+// Attach subscribes the hub to device messages on bus.
+func (h *Hub) Attach(bus Bus) error {
+	h.mu.Lock()
+	h.bus = bus
+	h.mu.Unlock()
+	handlers := map[transport.Channel]func(ctx context.Context, device string, m transport.Message){
+		transport.ChHello:  h.onHello,
+		transport.ChStatus: h.onStatus,
+		transport.ChGet:    h.onGet,
+	}
+	for ch, fn := range handlers {
+		ch, fn := ch, fn
+		err := bus.Subscribe(transport.Filter(ch), func(topic string, payload []byte) {
+			device, got, err := transport.ParseTopic(topic)
+			if err != nil || got != ch {
+				h.log.Warn("dropped message on unexpected topic", "topic", topic)
+				return
+			}
+			m, err := transport.Decode(ch, payload)
+			if err != nil {
+				h.log.Warn("dropped malformed message", "device", device, "channel", ch, "err", err)
+				return
+			}
+			fn(context.Background(), device, m)
+		})
+		if err != nil {
+			return fmt.Errorf("subscribe %s: %w", ch, err)
+		}
+	}
+	return nil
+}
+
+func (h *Hub) publish(device string, ch transport.Channel, m transport.Message, retain bool) error {
+	h.mu.Lock()
+	bus := h.bus
+	h.mu.Unlock()
+	if bus == nil {
+		return errors.New("publish: hub not attached to a broker")
+	}
+	topic, err := transport.Topic(device, ch)
+	if err != nil {
+		return err
+	}
+	b, err := transport.Encode(m)
+	if err != nil {
+		return err
+	}
+	return bus.Publish(topic, b, retain)
+}
+
+// audit records a state-changing action; failures are logged, never hidden.
+func (h *Hub) audit(ctx context.Context, actor, action, target, detail string) error {
+	err := h.store.AppendAudit(ctx, &AuditEntry{Actor: actor, Action: action, Target: target, Detail: detail})
+	if err != nil {
+		h.log.Error("audit write failed", "action", action, "target", target, "err", err)
+	}
+	return err
+}
