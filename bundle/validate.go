@@ -60,6 +60,9 @@ func (m *Manifest) validate(lim Limits) error {
 			return fmt.Errorf("check manifest: total size exceeds the limit of %d bytes at component %q: %w", lim.MaxTotalSize, c.Name, ErrTooLarge)
 		}
 	}
+	if _, err := m.InstallOrder(); err != nil {
+		return fmt.Errorf("check manifest: %w", err)
+	}
 	return nil
 }
 
