@@ -15,11 +15,11 @@ import (
 // commit; the next boot is A again because B's single try is used up.
 func TestBootScriptAB(t *testing.T) {
 	r := getRig(t)
-	ia, err := r.initramfs("commit-try", "a1", "", nil)
+	ia, err := r.initramfs(guest{Role: "commit-try", Version: "a1"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ib, err := r.initramfs("nocommit", "b1", "", nil)
+	ib, err := r.initramfs(guest{Role: "nocommit", Version: "b1"})
 	if err != nil {
 		t.Fatal(err)
 	}

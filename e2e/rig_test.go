@@ -158,10 +158,20 @@ func ubootFlash(out, envText string) error {
 	return f.Close()
 }
 
+// guest describes one initramfs.
+type guest struct {
+	Role    string            // guestinit role
+	Version string            // shown on the console as version=
+	Health  string            // "ok" or "fail": what the health.d checks answer
+	Params  string            // /lib/modules/params
+	Files   map[string][]byte // extra files; paths under bin/ are executable
+	Links   map[string]string // symlinks path -> target
+}
+
 // initramfs builds a gzip'd newc initramfs: guestinit as /init, the
-// modules, the role and version files, and extra files (path -> content;
-// paths under /bin are made executable).
-func (r *rig) initramfs(role, version string, params string, extra map[string][]byte) ([]byte, error) {
+// modules, the role, version and health files, and the extra files.
+func (r *rig) initramfs(g guest) ([]byte, error) {
+	role, version, params, extra := g.Role, g.Version, g.Params, g.Files
 	var buf bytes.Buffer
 	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
 	c := disk.NewCpio(zw)
@@ -180,7 +190,7 @@ func (r *rig) initramfs(role, version string, params string, extra map[string][]
 		}
 		return err
 	}
-	for _, d := range []string{"dev", "proc", "sys", "tmp", "run", "boot", "data", "bin", "etc/guestinit", "lib/modules"} {
+	for _, d := range []string{"dev", "proc", "sys", "tmp", "run", "boot", "data", "bin", "etc/guestinit", "lib/modules", "var/lock", "var/lib"} {
 		if err := mkdir(d); err != nil {
 			return nil, err
 		}
@@ -201,6 +211,7 @@ func (r *rig) initramfs(role, version string, params string, extra map[string][]
 		"lib/modules/params":    []byte(params),
 		"etc/guestinit/role":    []byte(role + "\n"),
 		"etc/guestinit/version": []byte(version + "\n"),
+		"etc/guestinit/health":  []byte(g.Health + "\n"),
 	}
 	for p, b := range extra {
 		files[strings.TrimPrefix(p, "/")] = b
@@ -214,6 +225,15 @@ func (r *rig) initramfs(role, version string, params string, extra map[string][]
 			perm = 0o755
 		}
 		if err := c.File(p, perm, b); err != nil {
+			return nil, err
+		}
+	}
+	for p, target := range g.Links {
+		p = strings.TrimPrefix(p, "/")
+		if err := mkdir(filepath.Dir(p)); err != nil {
+			return nil, err
+		}
+		if err := c.Symlink(p, target); err != nil {
 			return nil, err
 		}
 	}

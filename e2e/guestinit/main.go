@@ -11,6 +11,14 @@
 //	commit-try  test role: commit the booted slot, try the other once, reboot
 //	            (the second time it finds itself booted, power off)
 //	nocommit    test role: boot, report, reboot without committing
+//	autopatchd-hang  like autopatchd, then freeze autopatchd (SIGSTOP) once
+//	            it holds /dev/watchdog: a hung system the watchdog must reset
+//
+// Started under another name it is a helper of the image:
+//
+//	reboot                sync and restart the machine (autopatchd's reboot command)
+//	.../health.d/NAME     a health check; exits 0 if /etc/guestinit/health
+//	                      says "ok", 1 otherwise
 //
 // Every console line it prints starts with "AP-E2E [  seconds]", the time
 // since the kernel started (CLOCK_BOOTTIME, the clock of the kernel's own
@@ -49,6 +57,9 @@ func logf(format string, args ...any) {
 }
 
 func main() {
+	if os.Getpid() != 1 {
+		os.Exit(helper(os.Args[0]))
+	}
 	if c, err := os.OpenFile("/dev/console", os.O_WRONLY, 0); err == nil {
 		console = c
 	}
@@ -64,7 +75,9 @@ func main() {
 	var err error
 	switch role {
 	case "autopatchd":
-		err = runAutopatchd()
+		err = runAutopatchd(false)
+	case "autopatchd-hang":
+		err = runAutopatchd(true)
 	case "commit-try":
 		err = commitTry(slot)
 	case "nocommit":
@@ -100,6 +113,7 @@ func setup() error {
 		{"devtmpfs", "/dev", "devtmpfs"},
 		{"tmpfs", "/tmp", "tmpfs"},
 		{"tmpfs", "/run", "tmpfs"},
+		{"tmpfs", "/var/lock", "tmpfs"},
 	}
 	for _, m := range mounts {
 		_ = os.MkdirAll(m.dst, 0o755)
@@ -188,4 +202,25 @@ func command(tag string, name string, args ...string) *exec.Cmd {
 	cmd.Stdout, cmd.Stderr = pw, pw
 	go prefixLines(pr, tag)
 	return cmd
+}
+
+// helper runs the image's helper commands (see the package doc).
+func helper(argv0 string) int {
+	switch {
+	case filepath.Base(argv0) == "reboot":
+		logf("reboot requested")
+		unix.Sync()
+		_ = unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART)
+		return 1
+	case strings.Contains(argv0, "/health.d/"):
+		h := strings.TrimSpace(readFile("/etc/guestinit/health"))
+		if h == "ok" {
+			logf("health check %s: ok", filepath.Base(argv0))
+			return 0
+		}
+		logf("health check %s: failing (health=%q)", filepath.Base(argv0), h)
+		return 1
+	}
+	fmt.Fprintf(os.Stderr, "guestinit: unknown helper %q\n", argv0)
+	return 2
 }

@@ -116,15 +116,28 @@ func commitTry(slot string) error {
 	return nil
 }
 
-// runAutopatchd runs "autopatchd run" and the host's one-shot command queue.
-func runAutopatchd() error {
+// runAutopatchd runs "autopatchd run" and the host's one-shot command
+// queue (/data/e2e-queue: lines "install FILE", "status", "sleep 2s",
+// "reboot", "poweroff"; other words are autopatchd subcommands); with hang, it freezes the daemon once it holds the watchdog.
+func runAutopatchd(hang bool) error {
 	const bin = "/bin/autopatchd"
 	daemon := command("autopatchd", bin, "run")
 	if err := daemon.Start(); err != nil {
 		return fmt.Errorf("start autopatchd: %w", err)
 	}
 	logf("autopatchd run started pid=%d", daemon.Process.Pid)
-	queue := filepath.Join(stateDir, "queue")
+	if hang {
+		pid := daemon.Process.Pid
+		for !holdsWatchdog(pid) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		if err := unix.Kill(pid, unix.SIGSTOP); err != nil {
+			return fmt.Errorf("freeze autopatchd: %w", err)
+		}
+		logf("system hung: autopatchd frozen while holding /dev/watchdog")
+		select {}
+	}
+	queue := "/data/e2e-queue"
 	if b, err := os.ReadFile(queue); err == nil {
 		// One shot: consume the queue before acting on it, so a reset in the
 		// middle never replays it.
@@ -156,4 +169,19 @@ func runAutopatchd() error {
 	err := daemon.Wait()
 	logf("autopatchd run exited: %v", err)
 	return err
+}
+
+// holdsWatchdog reports whether pid has a watchdog device open.
+func holdsWatchdog(pid int) bool {
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return false
+	}
+	for _, e := range ents {
+		if t, err := os.Readlink(filepath.Join(dir, e.Name())); err == nil && strings.HasPrefix(t, "/dev/watchdog") {
+			return true
+		}
+	}
+	return false
 }
