@@ -53,6 +53,8 @@ func Open(cfg *Config) (Bootloader, error) {
 // builtin returns the constructor of a backend that lives in this package.
 func builtin(typ string) Constructor {
 	switch typ {
+	case BootUBoot:
+		return func(c *Config) (Bootloader, error) { return NewUBoot(c) }
 	}
 	return nil
 }
