@@ -16,10 +16,15 @@ import (
 )
 
 // Bus is how the hub exchanges messages with devices: the embedded broker's inline
-// client, or an MQTT connection to an external broker.
+// client (Broker), or an MQTT connection to an external broker (ConnBus).
 type Bus interface {
-	Publish(topic string, payload []byte, retain bool) error
-	Subscribe(filter string, fn func(topic string, payload []byte)) error
+	// Send publishes m to device on m's channel; offers are retained.
+	Send(device string, m transport.Message) error
+	// Withdraw clears the device's retained offer.
+	Withdraw(device string) error
+	// Receive delivers every message on ch from any device to fn, decoded and
+	// with the device id taken from the topic. Malformed messages are dropped.
+	Receive(ch transport.Channel, fn func(device string, m transport.Message)) error
 }
 
 // Identity is what a connecting client proved about itself.
@@ -54,6 +59,7 @@ type Broker struct {
 	srv    *mqtt.Server
 	tcp    *listeners.TCP
 	tls    *listeners.TCP
+	log    *slog.Logger
 	subID  atomic.Int64
 	closed atomic.Bool
 }
@@ -75,7 +81,7 @@ func NewBroker(cfg BrokerConfig) (*Broker, error) {
 	if err := srv.AddHook(h, nil); err != nil {
 		return nil, fmt.Errorf("start broker: %w", err)
 	}
-	b := &Broker{srv: srv}
+	b := &Broker{srv: srv, log: cfg.Log}
 	if cfg.TCPAddr != "" {
 		b.tcp = listeners.NewTCP(listeners.Config{ID: "tcp", Address: cfg.TCPAddr})
 		if err := srv.AddListener(b.tcp); err != nil {
@@ -126,20 +132,52 @@ func (b *Broker) Clients() int {
 	return n
 }
 
-// Publish sends a message as the hub (QoS 1).
-func (b *Broker) Publish(topic string, payload []byte, retain bool) error {
+// Send publishes m to device as the hub (QoS 1); offers are retained.
+func (b *Broker) Send(device string, m transport.Message) error {
+	ch := transport.ChannelOf(m)
+	topic, err := transport.Topic(device, ch)
+	if err != nil {
+		return err
+	}
+	p, err := transport.Encode(m)
+	if err != nil {
+		return err
+	}
+	return b.publish(topic, p, ch == transport.ChOffer)
+}
+
+// Withdraw clears the retained offer of device.
+func (b *Broker) Withdraw(device string) error {
+	topic, err := transport.Topic(device, transport.ChOffer)
+	if err != nil {
+		return err
+	}
+	return b.publish(topic, nil, true)
+}
+
+func (b *Broker) publish(topic string, p []byte, retain bool) error {
 	if b.closed.Load() {
 		return transport.ErrClosed
 	}
-	return b.srv.Publish(topic, payload, retain, 1)
+	return b.srv.Publish(topic, p, retain, 1)
 }
 
-// Subscribe delivers messages matching filter to fn, synchronously in the sender's
-// connection goroutine.
-func (b *Broker) Subscribe(filter string, fn func(topic string, payload []byte)) error {
+// Receive delivers messages on ch from every device to fn, synchronously in the
+// sender's connection goroutine (so one device's messages are handled in order).
+func (b *Broker) Receive(ch transport.Channel, fn func(device string, m transport.Message)) error {
 	id := int(b.subID.Add(1))
-	return b.srv.Subscribe(filter, id, func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
-		fn(pk.TopicName, pk.Payload)
+	return b.srv.Subscribe(transport.Filter(ch), id, func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
+		device, got, err := transport.ParseTopic(pk.TopicName)
+		if err != nil || got != ch {
+			b.log.Warn("dropped message on unexpected topic", "topic", pk.TopicName)
+			return
+		}
+		m, err := transport.Decode(ch, pk.Payload)
+		if err != nil {
+			b.log.Warn("dropped malformed message", "device", device, "channel", ch, "err", err)
+			return
+		}
+		fn(device, m)
 	})
 }
 

@@ -1,9 +1,9 @@
 package hub
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -107,35 +107,18 @@ type layout struct {
 // verifyFile checks the bundle file f of size n: header, signatures (against the
 // hub's trust), manifest, every chunk, and that nothing follows the last chunk.
 func (h *Hub) verifyFile(f *os.File, n int64) (*BundleRecord, []ChunkRef, *layout, error) {
-	var hdr [bundle.HeaderSize]byte
-	if _, err := f.ReadAt(hdr[:], 0); err != nil {
-		return nil, nil, nil, fmt.Errorf("read header: %w", bundle.ErrTruncated)
-	}
-	if [8]byte(hdr[:8]) != bundle.Magic {
-		return nil, nil, nil, fmt.Errorf("read header: not a bundle file: %w", bundle.ErrMalformed)
-	}
-	if v := binary.BigEndian.Uint16(hdr[8:]); v != bundle.FormatVersion {
-		return nil, nil, nil, fmt.Errorf("read header: format version %d, this hub reads %d: %w", v, bundle.FormatVersion, bundle.ErrUnsupportedVersion)
-	}
-	signedLen := int64(binary.BigEndian.Uint32(hdr[12:]))
-	if signedLen == 0 || bundle.HeaderSize+signedLen > n {
-		return nil, nil, nil, fmt.Errorf("read signed manifest: %d bytes declared, file has %d: %w", signedLen, n, bundle.ErrTruncated)
-	}
-	if signedLen > bundle.DefaultMaxManifest+64<<10 {
-		return nil, nil, nil, fmt.Errorf("read signed manifest: %d bytes: %w", signedLen, bundle.ErrTooLarge)
-	}
-	signed := make([]byte, signedLen)
-	if _, err := f.ReadAt(signed, bundle.HeaderSize); err != nil {
-		return nil, nil, nil, fmt.Errorf("read signed manifest: %w", err)
-	}
 	if h.opt.Trust == nil || len(h.opt.Trust.Keys) == 0 {
 		return nil, nil, nil, fmt.Errorf("verify signature: the hub has no vendor keys configured: %w", bundle.ErrUnknownKey)
 	}
-	m, err := bundle.VerifyManifest(signed, h.opt.Trust)
+	// Open verifies the signatures before it decodes the manifest, and reads nothing
+	// beyond the signed section; the chunks are then checked one by one from the file.
+	br, err := bundle.Open(io.NewSectionReader(f, 0, n), h.opt.Trust)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	dataOff := bundle.HeaderSize + signedLen
+	br.Close()
+	m, signed := br.Manifest(), br.SignedManifest()
+	dataOff := br.DataOffset()
 	if want := dataOff + m.StoredSize(); want != n {
 		if want > n {
 			return nil, nil, nil, fmt.Errorf("bundle %s@%s: %d bytes, manifest declares %d: %w", m.Name, m.Version, n, want, bundle.ErrTruncated)
@@ -148,6 +131,7 @@ func (h *Hub) verifyFile(f *os.File, n int64) (*BundleRecord, []ChunkRef, *layou
 	buf := make([]byte, 0, bundle.MaxChunk)
 	for ci := range m.Components {
 		comp := &m.Components[ci]
+		whole := sha256.New()
 		for i, e := range ext[ci] {
 			if e.Length > bundle.MaxChunk {
 				return nil, nil, nil, fmt.Errorf("component %q chunk %d: %d stored bytes: %w", comp.Name, i, e.Length, bundle.ErrTooLarge)
@@ -156,15 +140,20 @@ func (h *Hub) verifyFile(f *os.File, n int64) (*BundleRecord, []ChunkRef, *layou
 			if _, err := f.ReadAt(buf, e.Offset); err != nil {
 				return nil, nil, nil, fmt.Errorf("component %q chunk %d: %w", comp.Name, i, bundle.ErrTruncated)
 			}
-			if _, err := comp.VerifyChunk(i, buf); err != nil {
+			plain, err := comp.VerifyChunk(i, buf)
+			if err != nil {
 				return nil, nil, nil, err
 			}
+			whole.Write(plain)
 			compression := ""
 			if comp.Chunks[i].StoredLength != comp.Chunks[i].Length {
 				compression = string(comp.Compression)
 			}
 			refs = append(refs, ChunkRef{Component: ci, Index: i, Key: ChunkKey(comp.Chunks[i].SHA256, compression), Size: e.Length})
 			lay.extents = append(lay.extents, e)
+		}
+		if !bytes.Equal(whole.Sum(nil), comp.SHA256) {
+			return nil, nil, nil, fmt.Errorf("component %q: payload hash differs from the manifest: %w", comp.Name, bundle.ErrCorruptChunk)
 		}
 	}
 	sum := sha256.Sum256(signed)

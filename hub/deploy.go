@@ -99,7 +99,7 @@ func (h *Hub) Deploy(ctx context.Context, actor, name, version, device string) (
 	h.mu.Lock()
 	h.offers[device] = ao
 	h.mu.Unlock()
-	if err := h.publish(device, transport.ChOffer, offer, true); err != nil {
+	if err := h.send(device, offer); err != nil {
 		h.store.AddStep(ctx, dep.ID, Step{State: DeployFailed, Detail: "publish offer: " + err.Error()})
 		return nil, fmt.Errorf("deploy to %s: publish offer: %w", device, err)
 	}
@@ -161,7 +161,7 @@ func (h *Hub) onGet(ctx context.Context, device string, m transport.Message) {
 	g := m.(*transport.Get)
 	reply := func(d *transport.Data) {
 		d.Offer, d.Seq = g.Offer, g.Seq
-		if err := h.publish(device, transport.ChData, d, false); err != nil {
+		if err := h.send(device, d); err != nil {
 			h.log.Error("publish data", "device", device, "err", err)
 		}
 	}
@@ -299,11 +299,7 @@ func (h *Hub) withdraw(device string, depID int64) {
 	if bus == nil {
 		return
 	}
-	topic, err := transport.Topic(device, transport.ChOffer)
-	if err == nil {
-		err = bus.Publish(topic, nil, true)
-	}
-	if err != nil && !errors.Is(err, transport.ErrClosed) {
+	if err := bus.Withdraw(device); err != nil && !errors.Is(err, transport.ErrClosed) {
 		h.log.Error("withdraw offer", "device", device, "err", err)
 	}
 }

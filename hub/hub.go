@@ -69,20 +69,7 @@ func (h *Hub) Attach(bus Bus) error {
 		transport.ChGet:    h.onGet,
 	}
 	for ch, fn := range handlers {
-		ch, fn := ch, fn
-		err := bus.Subscribe(transport.Filter(ch), func(topic string, payload []byte) {
-			device, got, err := transport.ParseTopic(topic)
-			if err != nil || got != ch {
-				h.log.Warn("dropped message on unexpected topic", "topic", topic)
-				return
-			}
-			m, err := transport.Decode(ch, payload)
-			if err != nil {
-				h.log.Warn("dropped malformed message", "device", device, "channel", ch, "err", err)
-				return
-			}
-			fn(context.Background(), device, m)
-		})
+		err := bus.Receive(ch, func(device string, m transport.Message) { fn(context.Background(), device, m) })
 		if err != nil {
 			return fmt.Errorf("subscribe %s: %w", ch, err)
 		}
@@ -90,22 +77,14 @@ func (h *Hub) Attach(bus Bus) error {
 	return nil
 }
 
-func (h *Hub) publish(device string, ch transport.Channel, m transport.Message, retain bool) error {
+func (h *Hub) send(device string, m transport.Message) error {
 	h.mu.Lock()
 	bus := h.bus
 	h.mu.Unlock()
 	if bus == nil {
-		return errors.New("publish: hub not attached to a broker")
+		return errors.New("send: hub not attached to a broker")
 	}
-	topic, err := transport.Topic(device, ch)
-	if err != nil {
-		return err
-	}
-	b, err := transport.Encode(m)
-	if err != nil {
-		return err
-	}
-	return bus.Publish(topic, b, retain)
+	return bus.Send(device, m)
 }
 
 // audit records a state-changing action; failures are logged, never hidden.

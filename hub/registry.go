@@ -236,3 +236,16 @@ func (h *Hub) SetStatus(ctx context.Context, actor, id string, s DeviceStatus) e
 	}
 	return h.audit(ctx, actor, action, id, "")
 }
+
+// resetPresence marks every device offline (at start, before the broker accepts anyone).
+func (h *Hub) resetPresence(ctx context.Context) error {
+	yes := true
+	ds, err := h.store.Devices(ctx, DeviceFilter{Online: &yes})
+	if err != nil {
+		return err
+	}
+	for _, d := range ds {
+		h.setOnline(d.ID, false)
+	}
+	return nil
+}
