@@ -84,10 +84,10 @@ func TestBrokerACL(t *testing.T) {
 		ok    bool
 	}{
 		{"ap/v1/d/dev-a/status", true},
-		{"ap/v1/d/dev-b/status", false},  // as another device
-		{"ap/v1/d/dev-a/offer", false},   // as the hub
-		{"ap/v1/d/dev-b/data", false},    // as the hub, to another device
-		{"ap/v1/d/dev-a/cmd", false},     // as the hub
+		{"ap/v1/d/dev-b/status", false}, // as another device
+		{"ap/v1/d/dev-a/offer", false},  // as the hub
+		{"ap/v1/d/dev-b/data", false},   // as the hub, to another device
+		{"ap/v1/d/dev-a/cmd", false},    // as the hub
 		{"somewhere/else", false},
 	}
 	for _, tt := range pubs {
