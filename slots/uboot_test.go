@@ -86,7 +86,6 @@ func (m *memFS) Stat(path string) (int64, bool, error) {
 	return int64(len(b)), true, nil
 }
 
-
 // layouts builds an in-memory store of each layout holding env.
 var layouts = []struct {
 	name  string
