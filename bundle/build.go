@@ -153,6 +153,8 @@ func chunkComponent(ctx context.Context, c *Component, r io.Reader, spool io.Wri
 					z := enc.EncodeAll(j.data, make([]byte, 0, len(j.data)))
 					if len(z) < len(j.data) {
 						j.stored = z
+						zs := sha256.Sum256(z)
+						j.chunk.StoredSHA256 = zs[:]
 					}
 				}
 				j.chunk.StoredLength = uint32(len(j.stored))

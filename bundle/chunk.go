@@ -43,7 +43,12 @@ func (c *Component) verifyChunk(i int, stored, dst []byte) ([]byte, error) {
 	}
 	plain := stored
 	if ch.StoredLength != ch.Length {
-		// Only zstd components may differ; Validate enforced that.
+		// Only zstd components may differ; Validate enforced that. The
+		// stored bytes are checked before they reach the decompressor.
+		sum := sha256.Sum256(stored)
+		if subtle.ConstantTimeCompare(sum[:], ch.StoredSHA256) != 1 {
+			return nil, fmt.Errorf("component %q chunk %d: stored sha256 mismatch: %w", c.Name, i, ErrCorruptChunk)
+		}
 		dec, err := zstdDecoder()
 		if err != nil {
 			return nil, fmt.Errorf("component %q chunk %d: zstd: %w", c.Name, i, err)

@@ -71,4 +71,8 @@ type Chunk struct {
 	Length       uint32 `cbor:"2,keyasint"` // uncompressed
 	StoredLength uint32 `cbor:"3,keyasint"` // as stored in the bundle (compressed or not)
 	SHA256       []byte `cbor:"4,keyasint"` // of the uncompressed bytes
+	// StoredSHA256 is the SHA-256 of the stored bytes, present only when
+	// the chunk is stored compressed (StoredLength < Length). It is checked
+	// before decompressing, so the decompressor only ever sees signed bytes.
+	StoredSHA256 []byte `cbor:"5,keyasint,omitempty"`
 }

@@ -133,6 +133,9 @@ func (c *Component) validate() error {
 		if len(ch.SHA256) != 32 {
 			return fmt.Errorf("component %q chunk %d: sha256 of %d bytes: %w", c.Name, i, len(ch.SHA256), ErrMalformed)
 		}
+		if compressed := ch.StoredLength != ch.Length; compressed && len(ch.StoredSHA256) != 32 || !compressed && ch.StoredSHA256 != nil {
+			return fmt.Errorf("component %q chunk %d: stored sha256 of %d bytes (required exactly for compressed chunks): %w", c.Name, i, len(ch.StoredSHA256), ErrMalformed)
+		}
 		off += uint64(ch.Length)
 	}
 	if off != c.Size {
