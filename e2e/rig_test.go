@@ -291,7 +291,13 @@ func (r *rig) diskImage(name, slotA, slotB string, data map[string][]byte) (stri
 		return "", err
 	}
 	out := filepath.Join(r.work, name+".img")
-	images := map[string]string{disk.PartBoot: boot, disk.PartSlotA: slotA, disk.PartSlotB: slotB, disk.PartData: dataImg}
+	images := map[string]string{disk.PartBoot: boot, disk.PartData: dataImg}
+	if slotA != "" {
+		images[disk.PartSlotA] = slotA
+	}
+	if slotB != "" {
+		images[disk.PartSlotB] = slotB
+	}
 	if err := disk.Assemble(out, parts, images); err != nil {
 		return "", err
 	}

@@ -1,0 +1,428 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/autopatcher/autopatcher/bundle"
+	"github.com/autopatcher/autopatcher/e2e/disk"
+)
+
+const hardwareID = "qemu-armv7"
+
+// guestFiles are the configuration files every autopatchd image carries.
+func (r *rig) guestFiles(t *testing.T, autopatchd, pub []byte) (map[string][]byte, map[string]string) {
+	t.Helper()
+	fwEnv, slotsYAML := r.boardFiles(t)
+	files := map[string][]byte{
+		"bin/autopatchd":                   autopatchd,
+		"etc/fw_env.config":                fwEnv,
+		"etc/autopatcher/slots.yaml":       slotsYAML,
+		"etc/autopatcher/device.yaml":      []byte(deviceYAML),
+		"etc/autopatcher/keys/vendor.pub":  pub,
+		"etc/autopatcher/hooks/README":     []byte("no hooks\n"),
+		"etc/autopatcher/health.d/.keep":   nil,
+		"var/lib/autopatcher/.placeholder": nil,
+	}
+	links := map[string]string{
+		"bin/reboot":                      "/init",
+		"etc/autopatcher/health.d/50-app": "/init",
+	}
+	return files, links
+}
+
+// deviceYAML is autopatchd's config inside the guest.
+const deviceYAML = `# autopatchd on the armv7 QEMU target
+data_dir: /data/autopatcher
+slots: /etc/autopatcher/slots.yaml
+hardware_id: ` + hardwareID + `
+trust:
+  keys: [/etc/autopatcher/keys/vendor.pub]
+health:
+  deadline: 60s
+  dir: /etc/autopatcher/health.d
+  timeout: 20s
+watchdog:
+  device: /dev/watchdog
+  timeout: 4s
+  systemd: false
+reboot:
+  policy: now
+  command: [/bin/reboot]
+`
+
+// boardFiles returns targets/armv7/fw_env.config and slots.yaml, or the
+// equivalent built-in defaults when the board files are not there.
+func (r *rig) boardFiles(t *testing.T) (fwEnv, slotsYAML []byte) {
+	t.Helper()
+	var err error
+	if fwEnv, err = os.ReadFile(filepath.Join(r.root, "targets", "armv7", "fw_env.config")); err != nil {
+		fwEnv = []byte("/boot/uboot.env 0x0000 0x4000\n")
+	}
+	if slotsYAML, err = os.ReadFile(filepath.Join(r.root, "targets", "armv7", "slots.yaml")); err != nil {
+		slotsYAML = []byte(`bootloader:
+  type: uboot
+  uboot:
+    fw_env_config: /etc/fw_env.config
+    mirror: /boot/uboot-redund.env
+    scheme: rauc
+    tries: 3
+slots:
+  rootfs:
+    a: {device: /dev/vda2, type: block}
+    b: {device: /dev/vda3, type: block}
+`)
+	}
+	return fwEnv, slotsYAML
+}
+
+// release is one version of the system image.
+type release struct {
+	version string
+	role    string
+	health  string
+	pad     int // extra bytes of incompressible filler in the image
+	slot    string
+	bundle  string // data partition file name
+}
+
+func (r *rig) buildRelease(t *testing.T, rel *release, files map[string][]byte, links map[string]string) {
+	t.Helper()
+	fs := map[string][]byte{}
+	for k, v := range files {
+		fs[k] = v
+	}
+	if rel.pad > 0 {
+		b := make([]byte, rel.pad)
+		for i := range b {
+			b[i] = byte(i*7 + i>>8*13 + i>>16*31)
+		}
+		fs["etc/filler"] = b
+	}
+	ird, err := r.initramfs(guest{Role: rel.role, Version: rel.version, Health: rel.health,
+		Params: "softdog soft_margin=4\n", Files: fs, Links: links})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rel.slot, err = r.slotImage("rootfs-"+rel.version, ird); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func buildBundle(t *testing.T, out string, key crypto.Signer, rel *release, secver uint64) {
+	t.Helper()
+	f, err := os.Open(rel.slot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	m := &bundle.Manifest{
+		Name: "armv7-system", Version: rel.version, SecurityVersion: secver,
+		Compatible: []string{hardwareID}, Created: time.Now().Unix(), Severity: bundle.SeverityNormal,
+		Description: "armv7 QEMU system image " + rel.version,
+		Components: []bundle.Component{{
+			Name: "rootfs", Kind: bundle.KindImage, Slot: "rootfs", Version: rel.version,
+			Compression: bundle.CompressionZstd,
+		}},
+	}
+	var buf bytes.Buffer
+	if err := bundle.Build(context.Background(), &buf, m, []io.Reader{f}, []crypto.Signer{key}, bundle.BuildOptions{TempDir: filepath.Dir(out)}); err != nil {
+		t.Fatalf("build bundle %s: %v", rel.version, err)
+	}
+	if err := os.WriteFile(out, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// putData copies files onto the data partition of img.
+func putData(t *testing.T, img string, files map[string][]byte) {
+	t.Helper()
+	p, _ := disk.Find(disk.Layout(), disk.PartData)
+	dir := t.TempDir()
+	for name, b := range files {
+		src := filepath.Join(dir, name)
+		if err := os.WriteFile(src, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command("mcopy", "-o", "-i", fmt.Sprintf("%s@@%d", img, p.Start), src, "::"+name)
+		cmd.Env = append(os.Environ(), "MTOOLS_SKIP_CHECK=1")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("mcopy %s: %v: %s", name, err, b)
+		}
+	}
+}
+
+// getData reads one file of the data partition of img ("" if missing).
+func getData(t *testing.T, img, name string) []byte {
+	t.Helper()
+	p, _ := disk.Find(disk.Layout(), disk.PartData)
+	dst := filepath.Join(t.TempDir(), "out")
+	cmd := exec.Command("mcopy", "-n", "-i", fmt.Sprintf("%s@@%d", img, p.Start), "::"+name, dst)
+	cmd.Env = append(os.Environ(), "MTOOLS_SKIP_CHECK=1")
+	if _, err := cmd.CombinedOutput(); err != nil {
+		return nil
+	}
+	b, _ := os.ReadFile(dst)
+	return b
+}
+
+// deviceState is the part of autopatchd's state.json the test checks.
+type deviceState struct {
+	State     string            `json:"state"`
+	Installed map[string]string `json:"installed"`
+	Last      json.RawMessage   `json:"last"`
+	Reason    string            `json:"reason"`
+}
+
+func readState(t *testing.T, img string) (deviceState, string) {
+	t.Helper()
+	b := getData(t, img, "autopatcher/state.json")
+	var s deviceState
+	if len(b) > 0 {
+		if err := json.Unmarshal(b, &s); err != nil {
+			t.Errorf("decode state.json: %v", err)
+		}
+	}
+	return s, string(b)
+}
+
+// bootRecord is one Linux boot seen on the console.
+type bootRecord struct {
+	slot, version string
+	text          string // console lines of this boot
+}
+
+// splitBoots cuts a console log into Linux boots at guestinit's first line.
+func splitBoots(log string) []bootRecord {
+	var out []bootRecord
+	idx := regexp.MustCompile(`AP-E2E \[\s*\d+\.\d+\] init started`).FindAllStringIndex(log, -1)
+	for i, loc := range idx {
+		end := len(log)
+		if i+1 < len(idx) {
+			end = idx[i+1][0]
+		}
+		text := log[loc[0]:end]
+		b := bootRecord{text: text}
+		if m := reBooted.FindStringSubmatch(text); m != nil {
+			b.slot, b.version = m[2], m[3]
+		}
+		out = append(out, b)
+	}
+	return out
+}
+
+// Console markers of autopatchd (its log lines, prefixed by guestinit).
+var (
+	markCommitted = regexp.MustCompile(`autopatchd: .*(?i:committed)`)
+	markRollback  = regexp.MustCompile(`autopatchd: .*(?i:rolled.?back|rollback)`)
+	markWriting   = regexp.MustCompile(`autopatchd: .*(?i:writ)`)
+)
+
+// run boots img until until(log) holds (then lets the guest settle for
+// settle and kills QEMU) or timeout passes.
+func (r *rig) run(t *testing.T, img, name string, timeout, settle time.Duration, until func(log string) bool) string {
+	t.Helper()
+	logPath := filepath.Join(r.work, name+".log")
+	r.keepLog(t, logPath)
+	v, err := r.boot(img, logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.kill()
+	_, werr := v.waitFor(timeout, func(string) bool { return until(v.text()) })
+	if werr != nil {
+		report(t, false, "%s: waiting for the scenario's end: %v", name, werr)
+	} else if settle > 0 {
+		time.Sleep(settle)
+	}
+	v.kill()
+	_ = v.wait(10 * time.Second)
+	return v.text()
+}
+
+func seq(bs []bootRecord) string {
+	var s []string
+	for _, b := range bs {
+		s = append(s, b.slot+"/"+b.version)
+	}
+	return strings.Join(s, " ")
+}
+
+// TestAutopatchd runs the update scenarios of the armv7 target with the
+// real autopatchd inside the guest, on one disk whose state carries over
+// from scenario to scenario.
+func TestAutopatchd(t *testing.T) {
+	r := getRig(t)
+	if _, err := os.Stat(filepath.Join(r.root, "cmd", "autopatchd", "main.go")); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("cmd/autopatchd has no main.go")
+		}
+		t.Skip("cmd/autopatchd not there yet")
+	}
+	ad, err := r.goBuild("./cmd/autopatchd", "autopatchd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Printf("INFO  autopatchd linux/arm GOARM=7 binary: %.2f MiB\n", float64(len(ad))/(1<<20))
+	key, err := bundle.GenerateKey(bundle.AlgEd25519)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := bundle.MarshalPublicKey(key.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, links := r.guestFiles(t, ad, pub)
+	v1 := &release{version: "1.0.0", role: "autopatchd", health: "ok"}
+	v2 := &release{version: "2.0.0", role: "autopatchd", health: "ok", bundle: "v2.apb"}
+	v3 := &release{version: "3.0.0", role: "autopatchd", health: "fail", bundle: "v3.apb"}
+	v4 := &release{version: "4.0.0", role: "autopatchd-hang", health: "ok", bundle: "v4.apb"}
+	v5 := &release{version: "5.0.0", role: "autopatchd", health: "ok", pad: 12 << 20, bundle: "v5.apb"}
+	data := map[string][]byte{}
+	for i, rel := range []*release{v1, v2, v3, v4, v5} {
+		r.buildRelease(t, rel, files, links)
+		if rel.bundle != "" {
+			out := filepath.Join(r.work, rel.bundle)
+			buildBundle(t, out, key, rel, uint64(i+1))
+			b, err := os.ReadFile(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			data[rel.bundle] = b
+		}
+	}
+	img, err := r.diskImage("autopatchd", v1.slot, "", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok := true
+
+	ok = ok && t.Run("1-update-commit", func(t *testing.T) {
+		putData(t, img, map[string][]byte{"e2e-queue": []byte("install /data/v2.apb\n")})
+		log := r.run(t, img, "s1-update", 4*time.Minute, 3*time.Second, func(log string) bool {
+			bs := splitBoots(log)
+			return len(bs) >= 2 && bs[len(bs)-1].slot == "B" && markCommitted.MatchString(bs[len(bs)-1].text)
+		})
+		bs := splitBoots(log)
+		report(t, seq(bs) == "A/1.0.0 B/2.0.0", "booted A (1.0.0), installed 2.0.0 into B, U-Boot tried B: %q", seq(bs))
+		if len(bs) == 2 {
+			report(t, markCommitted.MatchString(bs[1].text), "health checks passed on B and autopatchd committed it")
+			boottime(bs[1])
+		}
+		p, rd := r.readEnvFiles(t, img)
+		report(t, strings.HasPrefix(p["BOOT_ORDER"], "B") && p["BOOT_B_LEFT"] == "3" && fmt.Sprint(p) == fmt.Sprint(rd),
+			"env on disk (what U-Boot reads next): uboot.env %v, uboot-redund.env %v", p, rd)
+		st, raw := readState(t, img)
+		report(t, st.State == "committed" && st.Installed["rootfs"] == "2.0.0", "state.json: %s", oneLine(raw))
+	})
+
+	ok = ok && t.Run("2-health-fail-rollback", func(t *testing.T) {
+		putData(t, img, map[string][]byte{"e2e-queue": []byte("install /data/v3.apb\n")})
+		log := r.run(t, img, "s2-healthfail", 4*time.Minute, 3*time.Second, func(log string) bool {
+			bs := splitBoots(log)
+			return len(bs) >= 3 && bs[len(bs)-1].slot == "B" && markRollback.MatchString(bs[len(bs)-1].text)
+		})
+		bs := splitBoots(log)
+		report(t, len(bs) > 0 && bs[0].slot == "B", "after the commit, U-Boot boots B again: %q", seq(bs))
+		report(t, seq(bs) == "B/2.0.0 A/3.0.0 B/2.0.0", "v3 installed into A, tried, back on B: %q", seq(bs))
+		if len(bs) == 3 {
+			report(t, strings.Contains(bs[1].text, "health check 50-app: failing") && !markCommitted.MatchString(bs[1].text),
+				"v3's health check failed and autopatchd did not commit")
+			report(t, markRollback.MatchString(bs[2].text), "back on B, autopatchd reported the rollback")
+		}
+		p, _ := r.readEnvFiles(t, img)
+		report(t, strings.HasPrefix(p["BOOT_ORDER"], "B"), "env on disk keeps B first: %v", p)
+		st, raw := readState(t, img)
+		report(t, st.State == "rolled-back" && st.Installed["rootfs"] == "2.0.0", "state.json: %s", oneLine(raw))
+	})
+
+	ok = ok && t.Run("3-hang-watchdog", func(t *testing.T) {
+		putData(t, img, map[string][]byte{"e2e-queue": []byte("install /data/v4.apb\n")})
+		log := r.run(t, img, "s3-hang", 4*time.Minute, 3*time.Second, func(log string) bool {
+			bs := splitBoots(log)
+			return len(bs) >= 3 && bs[len(bs)-1].slot == "B" && markRollback.MatchString(bs[len(bs)-1].text)
+		})
+		bs := splitBoots(log)
+		report(t, seq(bs) == "B/2.0.0 A/4.0.0 B/2.0.0", "v4 installed into A, tried, back on B: %q", seq(bs))
+		if len(bs) == 3 {
+			report(t, strings.Contains(bs[1].text, "system hung") && strings.Contains(bs[1].text, "softdog"),
+				"v4 hung holding the watchdog and softdog reset the machine")
+			report(t, markRollback.MatchString(bs[2].text), "back on B, autopatchd reported the rollback")
+		}
+		report(t, strings.Contains(log, "autopatcher: booting slot B (BOOT_A_LEFT=0"), "U-Boot fell back because A's try counter ran out")
+		st, raw := readState(t, img)
+		report(t, st.State == "rolled-back" && st.Installed["rootfs"] == "2.0.0", "state.json: %s", oneLine(raw))
+	})
+
+	ok = ok && t.Run("4-power-cut", func(t *testing.T) {
+		before, _ := r.readEnvFiles(t, img)
+		putData(t, img, map[string][]byte{"e2e-queue": []byte("install /data/v5.apb\n")})
+		var cutAt time.Time
+		log := r.run(t, img, "s4-powercut", 2*time.Minute, 0, func(log string) bool {
+			if markWriting.MatchString(log) && cutAt.IsZero() {
+				cutAt = time.Now().Add(1500 * time.Millisecond)
+			}
+			return !cutAt.IsZero() && time.Now().After(cutAt)
+		})
+		report(t, markWriting.MatchString(log) && !strings.Contains(log, "reboot requested"), "power cut (QEMU killed) while v5 was being written into A")
+		after, _ := r.readEnvFiles(t, img)
+		report(t, strings.HasPrefix(after["BOOT_ORDER"], "B") && after["BOOT_ORDER"] == before["BOOT_ORDER"],
+			"env after the cut still boots B: before %v, after %v", before, after)
+		putData(t, img, map[string][]byte{"e2e-queue": []byte("sleep 5s\nstatus\n")})
+		log = r.run(t, img, "s4-after", 2*time.Minute, 2*time.Second, func(log string) bool {
+			return strings.Contains(log, "queue: status exited")
+		})
+		bs := splitBoots(log)
+		report(t, len(bs) >= 1 && bs[0].slot == "B" && bs[0].version == "2.0.0", "after the power cut the board boots B (2.0.0): %q", seq(bs))
+		st, raw := readState(t, img)
+		report(t, st.Installed["rootfs"] == "2.0.0" || st.Installed["rootfs"] == "5.0.0", "state.json consistent: %s", oneLine(raw))
+	})
+	_ = ok
+}
+
+func oneLine(s string) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > 400 {
+		s = s[:400] + "..."
+	}
+	return s
+}
+
+// boottime prints the time from the kernel starting to autopatchd
+// committing the trial slot, and autopatchd's share of it.
+func boottime(b bootRecord) {
+	var start, commit float64 = -1, -1
+	for _, l := range strings.Split(b.text, "\n") {
+		m := reStamp.FindStringSubmatch(l)
+		if m == nil {
+			continue
+		}
+		var ts float64
+		fmt.Sscanf(m[1], "%g", &ts)
+		if start < 0 && strings.Contains(m[2], "autopatchd run started") {
+			start = ts
+		}
+		if commit < 0 && markCommitted.MatchString(l) {
+			commit = ts
+		}
+	}
+	if start < 0 || commit < 0 {
+		fmt.Printf("TIME  kernel start -> commit: markers not found\n")
+		return
+	}
+	fmt.Printf("TIME  kernel start -> autopatchd committed the trial slot: %.2fs (guest clock); autopatchd's share: %.2fs; before autopatchd (kernel, modules, mounts): %.2fs\n",
+		commit, commit-start, start)
+}
