@@ -98,3 +98,21 @@ func TestParseSize(t *testing.T) {
 		}
 	}
 }
+
+func TestShippedConfigs(t *testing.T) {
+	c, err := LoadConfig("../targets/armv7/slots.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := c.Bootloader.UBoot
+	if c.Bootloader.Type != BootUBoot || u.Mirror != "/boot/uboot-redund.env" || u.Tries != 3 || u.Scheme != SchemeRAUC {
+		t.Errorf("armv7 bootloader = %+v %+v", c.Bootloader, u)
+	}
+	if r := c.Classes["rootfs"]; r.A.Device != "/dev/vda2" || r.B.Device != "/dev/vda3" || r.B.BootName != "B" {
+		t.Errorf("armv7 rootfs = %+v %+v", r.A, r.B)
+	}
+	copies, err := LoadFwEnvConfig("../targets/armv7/fw_env.config")
+	if err != nil || len(copies) != 1 || copies[0] != (EnvCopy{Device: "/boot/uboot.env", Size: 0x4000}) {
+		t.Errorf("armv7 fw_env.config = %+v, %v", copies, err)
+	}
+}
