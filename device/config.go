@@ -21,19 +21,21 @@ var ErrConfig = errors.New("device: bad config")
 // Config is the device configuration (device.yaml). doc.go documents every
 // field with its default.
 type Config struct {
-	DataDir    string         `yaml:"data_dir"`
-	Slots      string         `yaml:"slots"`
-	HardwareID string         `yaml:"hardware_id"`
-	FileRoot   string         `yaml:"file_root"`
-	Trust      TrustConfig    `yaml:"trust"`
-	Health     HealthConfig   `yaml:"health"`
-	Watchdog   WatchdogConfig `yaml:"watchdog"`
-	Hooks      HooksConfig    `yaml:"hooks"`
-	Reboot     RebootConfig   `yaml:"reboot"`
-	Verify     string         `yaml:"verify"`
-	Install    InstallConfig  `yaml:"install"`
-	User       string         `yaml:"user"`
-	SelfUpdate SelfUpdate     `yaml:"self_update"`
+	DataDir    string            `yaml:"data_dir"`
+	Slots      string            `yaml:"slots"`
+	HardwareID string            `yaml:"hardware_id"`
+	FileRoot   string            `yaml:"file_root"`
+	Packages   string            `yaml:"packages"`
+	Installed  map[string]string `yaml:"installed"`
+	Trust      TrustConfig       `yaml:"trust"`
+	Health     HealthConfig      `yaml:"health"`
+	Watchdog   WatchdogConfig    `yaml:"watchdog"`
+	Hooks      HooksConfig       `yaml:"hooks"`
+	Reboot     RebootConfig      `yaml:"reboot"`
+	Verify     string            `yaml:"verify"`
+	Install    InstallConfig     `yaml:"install"`
+	User       string            `yaml:"user"`
+	SelfUpdate SelfUpdate        `yaml:"self_update"`
 }
 
 // TrustConfig names the keys bundles must be signed with.

@@ -74,10 +74,11 @@ type Progress struct {
 	Name    string `json:"name"`
 	Kind    string `json:"kind"`
 	Version string `json:"version"`
-	Class   string `json:"class,omitempty"` // slot class of an image
-	Slot    string `json:"slot,omitempty"`  // boot name of the target slot of an image
-	Target  string `json:"target"`          // device/file an image goes to, the package version dir, the file path
-	Stage   string `json:"stage,omitempty"` // temp file of a file component, renamed to Target at commit
+	Class   string `json:"class,omitempty"`    // slot class of an image
+	Slot    string `json:"slot,omitempty"`     // boot name of the target slot of an image
+	Target  string `json:"target"`             // device/file an image goes to, the package version dir, the file path
+	Stage   string `json:"stage,omitempty"`    // temp file of a file component, renamed to Target at commit
+	MadeDir string `json:"made_dir,omitempty"` // topmost directory the install created for Stage, removed if abandoned
 	Size    uint64 `json:"size"`
 	SHA256  string `json:"sha256"`
 	Written uint64 `json:"written"`
@@ -140,32 +141,53 @@ var (
 
 // Store keeps the Record in one JSON file, replaced atomically.
 type Store struct {
-	Dir string
+	Dir  string
+	Name string // file name; default state.json
 	// crash, when set, is called around the rename and may stop the save
 	// there (power-cut tests).
 	crash func(point string) error
 }
 
-const (
-	stateFile = "state.json"
-	prevFile  = "state.json.prev"
-)
+const stateFile = "state.json"
+
+func (s *Store) name() string {
+	if s.Name == "" {
+		return stateFile
+	}
+	return s.Name
+}
 
 // Path returns the path of the state file.
-func (s *Store) Path() string { return filepath.Join(s.Dir, stateFile) }
+func (s *Store) Path() string { return filepath.Join(s.Dir, s.name()) }
 
 // Load reads the state file. A missing file is a fresh device (Idle). A file
 // that does not parse returns an error wrapping ErrCorruptState; LoadPrevious
 // then returns the copy kept from the save before.
-func (s *Store) Load() (*Record, error) { return s.load(stateFile) }
+func (s *Store) Load() (*Record, error) { return s.load(s.name()) }
 
 // LoadPrevious reads the copy of the state file kept from the previous save.
-func (s *Store) LoadPrevious() (*Record, error) { return s.load(prevFile) }
+func (s *Store) LoadPrevious() (*Record, error) { return s.load(s.name() + ".prev") }
+
+// Exists reports whether the state file exists.
+func (s *Store) Exists() bool {
+	_, err := os.Lstat(s.Path())
+	return err == nil
+}
+
+// Remove deletes the state file and its previous copy, durably.
+func (s *Store) Remove() error {
+	for _, n := range []string{s.name(), s.name() + ".prev", s.name() + ".tmp"} {
+		if err := os.Remove(filepath.Join(s.Dir, n)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("remove state: %w", err)
+		}
+	}
+	return syncDir(s.Dir)
+}
 
 func (s *Store) load(name string) (*Record, error) {
 	p := filepath.Join(s.Dir, name)
 	b, err := os.ReadFile(p)
-	if errors.Is(err, os.ErrNotExist) && name == stateFile {
+	if errors.Is(err, os.ErrNotExist) && name == s.name() {
 		return &Record{Format: recordFormat, State: Idle}, nil
 	}
 	if err != nil {
@@ -195,16 +217,16 @@ func (s *Store) Save(r *Record) error {
 	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
 		return fmt.Errorf("save state: %w", err)
 	}
-	tmp := filepath.Join(s.Dir, stateFile+".tmp")
+	tmp := filepath.Join(s.Dir, s.name()+".tmp")
 	if err := writeFileSync(tmp, b, 0o600); err != nil {
 		return fmt.Errorf("save state: %w", err)
 	}
-	if err := s.crashAt("save:" + r.State.String() + ":before-rename"); err != nil {
+	if err := s.crashAt("save:" + s.name() + ":" + r.State.String() + ":before-rename"); err != nil {
 		return err
 	}
-	dst := filepath.Join(s.Dir, stateFile)
-	prev := filepath.Join(s.Dir, prevFile)
-	if _, err := s.load(stateFile); err == nil {
+	dst := s.Path()
+	prev := dst + ".prev"
+	if _, err := s.load(s.name()); err == nil {
 		_ = os.Remove(prev)
 		if err := os.Link(dst, prev); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("keep previous state: %w", err)
@@ -216,7 +238,7 @@ func (s *Store) Save(r *Record) error {
 	if err := syncDir(s.Dir); err != nil {
 		return fmt.Errorf("save state: %w", err)
 	}
-	return s.crashAt("save:" + r.State.String() + ":after-rename")
+	return s.crashAt("save:" + s.name() + ":" + r.State.String() + ":after-rename")
 }
 
 func (s *Store) crashAt(point string) error {

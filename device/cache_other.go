@@ -1,0 +1,7 @@
+//go:build !linux
+
+package device
+
+import "os"
+
+func dropCache(f *os.File, size int64) {}

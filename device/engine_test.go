@@ -1,0 +1,447 @@
+package device
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/autopatcher/autopatcher/bundle"
+	"github.com/autopatcher/autopatcher/slots/sim"
+)
+
+func writeHook(t *testing.T, dir, name, script string) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, name), []byte("#!/bin/sh\n"+script+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestInstallTrialCommit(t *testing.T) {
+	r := newRig(t)
+	out := filepath.Join(r.dir, "hook.log")
+	writeHook(t, filepath.Join(r.cfg.Hooks.Dir, HookPostCommit), "10-log", `echo "$AP_HOOK $AP_BUNDLE $AP_VERSION $AP_SLOT $AP_STATE" >> `+out)
+	writeHook(t, filepath.Join(r.cfg.Hooks.Dir, HookPreReboot), "10-log", `echo "$AP_HOOK $AP_SLOT" >> `+out)
+	img := randomBytes(1, 300<<10)
+	p := r.build(spec{version: "1.1.0", security: 2, comps: []comp{image("rootfs", "1.1.0", img)}})
+	e := r.engine()
+	res, err := r.install(e, p, InstallOptions{})
+	if err != nil {
+		t.Fatalf("Install: %v", err)
+	}
+	if res.Status != StatusRebooting || res.State != Rebooting {
+		t.Errorf("Install = %s/%s, want %s/%s", res.Status, res.State, StatusRebooting, Rebooting)
+	}
+	if r.reboots != 1 {
+		t.Errorf("reboots = %d, want 1", r.reboots)
+	}
+	bs, _ := r.boot.State()
+	if bs.Pending != "B" {
+		t.Errorf("Pending = %q, want B", bs.Pending)
+	}
+	if !bytes.Equal(r.slotBytes("B")[:len(img)], img) {
+		t.Errorf("slot B does not hold the image")
+	}
+
+	e, status := r.reboot(sim.Default)
+	if status != Committed.String() {
+		t.Fatalf("after reboot: status %q, want committed", status)
+	}
+	rec := r.state(e)
+	if rec.State != Committed || rec.Last == nil || rec.Last.State != Committed {
+		t.Errorf("state %s last %+v, want committed", rec.State, rec.Last)
+	}
+	if rec.SecurityVersion != 2 {
+		t.Errorf("SecurityVersion = %d, want 2", rec.SecurityVersion)
+	}
+	if got := rec.Installed["rootfs"]; got != "1.1.0" {
+		t.Errorf("Installed[rootfs] = %q, want 1.1.0", got)
+	}
+	if ci, ok := rec.Chunks["rootfs/B"]; !ok || ci.Size != uint64(len(img)) || len(ci.Chunks) == 0 {
+		t.Errorf("chunk index of rootfs/B = %+v, %v", ci, ok)
+	}
+	bs, _ = r.boot.State()
+	if bs.Primary != "B" || bs.Trial != "" {
+		t.Errorf("boot state %+v, want primary B, no trial", bs)
+	}
+	wd, _ := os.ReadFile(r.cfg.Watchdog.Device)
+	if !bytes.HasPrefix(wd, []byte("1")) || !bytes.HasSuffix(wd, []byte("V")) {
+		t.Errorf("watchdog saw %q, want pets then the magic close", wd)
+	}
+	log, _ := os.ReadFile(out)
+	want := "pre-reboot.d B\npost-commit.d os 1.1.0 B committed\n"
+	if string(log) != want {
+		t.Errorf("hooks ran:\n%s\nwant:\n%s", log, want)
+	}
+	// The same bundle again is a no-op.
+	res, err = r.install(e, p, InstallOptions{})
+	if err != nil || res.Status != StatusAlreadyInstalled {
+		t.Errorf("second Install = %q, %v; want %q", res.Status, err, StatusAlreadyInstalled)
+	}
+	st, err := e.Status()
+	if err != nil || st.Booted != "B" || st.Current == nil || st.Current.Version != "1.1.0" {
+		t.Errorf("Status = %+v, %v", st, err)
+	}
+}
+
+func TestHealthFailureRollsBack(t *testing.T) {
+	r := newRig(t)
+	r.health = failHealth{}
+	out := filepath.Join(r.dir, "rollback.log")
+	writeHook(t, filepath.Join(r.cfg.Hooks.Dir, HookOnRollback), "10-log", `echo "$AP_SLOT $AP_REASON" >> `+out)
+	factory := r.slotBytes("A")
+	p := r.build(spec{version: "1.1.0", security: 1, comps: []comp{
+		image("rootfs", "1.1.0", randomBytes(2, 200<<10)),
+		pkg("app", "2.0.0", map[string]string{"bin/app": "new"}),
+	}})
+	e := r.engine()
+	if _, err := r.install(e, p, InstallOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e, status := r.reboot(sim.Default) // boots B, checks fail, marks B bad, asks for a reboot
+	if status != StatusRebooting || r.reboots != 2 {
+		t.Fatalf("after trial: status %q reboots %d, want %q and 2", status, r.reboots, StatusRebooting)
+	}
+	if rec := r.state(e); rec.State != Failed {
+		t.Errorf("state %s, want failed", rec.State)
+	}
+	e, status = r.reboot(sim.Default)
+	if status != RolledBack.String() {
+		t.Fatalf("after fallback: status %q, want rolled-back", status)
+	}
+	rec := r.state(e)
+	if rec.Last == nil || rec.Last.State != RolledBack || !strings.Contains(rec.Last.Reason, "status 500") {
+		t.Errorf("last result %+v, want rolled-back naming the failed check", rec.Last)
+	}
+	if r.boot.Booted() != "A" || !bytes.Equal(r.slotBytes("A"), factory) {
+		t.Errorf("booted %s; slot A changed: %v", r.boot.Booted(), !bytes.Equal(r.slotBytes("A"), factory))
+	}
+	if rec.SecurityVersion != 0 || rec.Installed["rootfs"] != "" {
+		t.Errorf("counter %d installed %v, want untouched", rec.SecurityVersion, rec.Installed)
+	}
+	// The package rolled back with the image: no version dir, no current link.
+	if _, err := os.Lstat(filepath.Join(r.cfg.DataDir, "packages", "app")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("package dir left behind: %v", err)
+	}
+	if log, _ := os.ReadFile(out); !strings.HasPrefix(string(log), "B health: ") || strings.Count(string(log), "\n") != 1 {
+		t.Errorf("on-rollback hook log %q, want one run naming the health failure", log)
+	}
+}
+
+func TestHangRollsBack(t *testing.T) {
+	r := newRig(t)
+	p := r.build(spec{version: "1.1.0", security: 1, comps: []comp{image("rootfs", "1.1.0", randomBytes(3, 100<<10))}})
+	if _, err := r.install(r.engine(), p, InstallOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e, status := r.reboot(sim.Hang) // B hangs, watchdog resets, the script falls back to A
+	if status != RolledBack.String() {
+		t.Fatalf("status %q, want rolled-back", status)
+	}
+	rec := r.state(e)
+	if rec.Last == nil || rec.Last.State != RolledBack || !strings.Contains(rec.Last.Reason, "did not come up") {
+		t.Errorf("last %+v, want rolled-back after a hang", rec.Last)
+	}
+	bs, _ := r.boot.State()
+	if r.boot.Booted() != "A" || bs.Primary != "A" || !slices.Contains(bs.Bad, "B") {
+		t.Errorf("booted %s boot state %+v, want A primary and B bad", r.boot.Booted(), bs)
+	}
+	// A later reboot stays on A.
+	if _, status := r.reboot(sim.Default); status != RolledBack.String() || r.boot.Booted() != "A" {
+		t.Errorf("next boot: %q on %s", status, r.boot.Booted())
+	}
+}
+
+func TestRefusals(t *testing.T) {
+	r := newRig(t)
+	e := r.engine()
+	// Commit security version 5 first.
+	p := r.build(spec{version: "1.0.1", security: 5, comps: []comp{pkg("app", "1.0.0", map[string]string{"a": "1"})}})
+	if res, err := r.install(e, p, InstallOptions{}); err != nil || res.Status != Committed.String() {
+		t.Fatalf("package-only install = %+v, %v; want committed without reboot", res, err)
+	}
+	other, _ := bundle.GenerateKey(bundle.AlgEd25519)
+	img := func(v string) []comp { return []comp{image("rootfs", v, randomBytes(4, 64<<10))} }
+	tests := []struct {
+		name string
+		s    spec
+		want error
+	}{
+		{"lower security version", spec{version: "1.0.2", security: 4, comps: img("1.0.2")}, ErrSecurityVersion},
+		{"wrong hardware", spec{version: "1.0.2", security: 5, hw: []string{"other-board"}, comps: img("1.0.2")}, ErrIncompatible},
+		{"expired", spec{version: "1.0.2", security: 5, expires: r.now.Unix() - 60, comps: img("1.0.2")}, ErrExpired},
+		{"untrusted key", spec{version: "1.0.2", security: 5, comps: img("1.0.2"), keys: []crypto.Signer{other}}, bundle.ErrUnknownKey},
+		{"requires missing", spec{version: "1.0.2", security: 5, comps: img("1.0.2"), requires: []bundle.Dependency{{Name: "bootloader"}}}, ErrDependency},
+		{"requires version", spec{version: "1.0.2", security: 5, comps: img("1.0.2"), requires: []bundle.Dependency{{Name: "base", Constraint: ">= 2"}}}, ErrDependency},
+		{"depends on missing", spec{version: "1.0.2", security: 5, comps: []comp{pkg("x", "1.0.0", nil).dependsOn(bundle.Dependency{Name: "nope"})}}, ErrDependency},
+		{"depends version", spec{version: "1.0.2", security: 5, comps: []comp{pkg("x", "1.0.0", nil).dependsOn(bundle.Dependency{Name: "app", Constraint: "^2"})}}, ErrDependency},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := r.build(tc.s)
+			before := snapshot(t, r)
+			for _, dry := range []bool{true, false} {
+				_, err := r.install(e, p, InstallOptions{DryRun: dry})
+				if !errors.Is(err, tc.want) {
+					t.Errorf("Install(dry run %v) = %v, want %v", dry, err, tc.want)
+				}
+			}
+			if after := snapshot(t, r); after != before {
+				t.Errorf("refused bundle changed the device:\n%s\nwant:\n%s", after, before)
+			}
+		})
+	}
+}
+
+func TestTopologicalOrder(t *testing.T) {
+	r := newRig(t)
+	dep := func(n string) bundle.Dependency { return bundle.Dependency{Name: n, Constraint: ">= 1"} }
+	p := r.build(spec{version: "2.0.0", security: 1, requires: []bundle.Dependency{{Name: "base", Constraint: "^1"}}, comps: []comp{
+		file("config", "1.0.0", "/etc/app.conf", []byte("x=1\n")).dependsOn(dep("app")),
+		pkg("app", "1.2.0", map[string]string{"bin/app": "v1.2"}).dependsOn(dep("lib"), dep("base")),
+		pkg("lib", "1.1.0", map[string]string{"lib/libx.so": "lib"}).dependsOn(dep("rootfs")),
+		image("rootfs", "1.0.0", randomBytes(5, 100<<10)),
+	}})
+	e := r.engine()
+	res, err := r.install(e, p, InstallOptions{DryRun: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var plan []string
+	for _, it := range res.Plan {
+		plan = append(plan, it.Component)
+	}
+	want := []string{"rootfs", "lib", "app", "config"}
+	if !slices.Equal(plan, want) {
+		t.Errorf("dry-run plan %v, want %v", plan, want)
+	}
+	if len(r.order) != 0 {
+		t.Errorf("dry run wrote %v", r.order)
+	}
+	if _, err := r.install(e, p, InstallOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(r.order, want) {
+		t.Errorf("write order %v, want %v", r.order, want)
+	}
+	conf := filepath.Join(r.cfg.FileRoot, "etc", "app.conf")
+	if _, err := os.Stat(conf); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("file component visible before commit: %v", err)
+	}
+	e, status := r.reboot(sim.Default)
+	if status != Committed.String() {
+		t.Fatalf("status %q, want committed", status)
+	}
+	if b, _ := os.ReadFile(conf); string(b) != "x=1\n" {
+		t.Errorf("%s = %q after commit", conf, b)
+	}
+	if b, _ := os.ReadFile(filepath.Join(r.cfg.DataDir, "packages", "app", "current", "bin", "app")); string(b) != "v1.2" {
+		t.Errorf("app current = %q, want v1.2", b)
+	}
+	rec := r.state(e)
+	for n, v := range map[string]string{"rootfs": "1.0.0", "lib": "1.1.0", "app": "1.2.0", "config": "1.0.0", "os": "2.0.0"} {
+		if rec.Installed[n] != v {
+			t.Errorf("Installed[%s] = %q, want %q", n, rec.Installed[n], v)
+		}
+	}
+}
+
+// snapshot describes everything a refused or bad bundle must leave alone:
+// the data dir (but its lock file), the active slot and the bootloader.
+func snapshot(t *testing.T, r *rig) string {
+	t.Helper()
+	var b strings.Builder
+	for _, root := range []string{r.cfg.DataDir, r.cfg.FileRoot, filepath.Join(r.dir, "sim")} {
+		filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+			if err != nil || filepath.Base(p) == "lock" {
+				return nil
+			}
+			rel, _ := filepath.Rel(r.dir, p)
+			fi, _ := os.Lstat(p)
+			switch {
+			case fi.Mode()&fs.ModeSymlink != 0:
+				l, _ := os.Readlink(p)
+				fmt.Fprintf(&b, "%s -> %s\n", rel, l)
+			case fi.IsDir():
+				fmt.Fprintf(&b, "%s/\n", rel)
+			default:
+				c, _ := os.ReadFile(p)
+				fmt.Fprintf(&b, "%s %x\n", rel, sha256.Sum256(c))
+			}
+			return nil
+		})
+	}
+	fmt.Fprintf(&b, "slot A %x\n", sha256.Sum256(r.slotBytes(r.boot.Booted())))
+	return b.String()
+}
+
+func TestBadBundlesChangeNothing(t *testing.T) {
+	r := newRig(t)
+	e := r.engine()
+	// A committed package first, so there is state and a package dir to protect.
+	p0 := r.build(spec{name: "apps", version: "1.0.0", comps: []comp{pkg("app", "1.0.0", map[string]string{"bin/app": "old"})}})
+	if _, err := r.install(e, p0, InstallOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	good, err := os.ReadFile(r.build(spec{version: "1.1.0", comps: []comp{
+		image("rootfs", "1.1.0", randomBytes(6, 200<<10)),
+		pkg("app", "1.1.0", map[string]string{"bin/app": "new", "etc/x": "y"}),
+		file("conf", "1.0.0", "/etc/x.conf", []byte("conf")),
+	}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _ := bundle.GenerateKey(bundle.AlgEd25519)
+	untrusted, _ := os.ReadFile(r.build(spec{version: "1.1.0", keys: []crypto.Signer{other}, comps: []comp{image("rootfs", "1.1.0", randomBytes(6, 64<<10))}}))
+	type bad struct {
+		name string
+		b    []byte
+	}
+	var cases []bad
+	flip := func(off int) []byte {
+		b := bytes.Clone(good)
+		b[off] ^= 0x40
+		return b
+	}
+	// Flipped bytes across the header, the signed section and every payload.
+	for _, off := range []int{0, 9, 13, 20, 100, 400, len(good) / 4, len(good) / 2, len(good) * 3 / 4, len(good) - 200, len(good) - 1} {
+		cases = append(cases, bad{fmt.Sprintf("flip@%d", off), flip(off)})
+	}
+	for _, n := range []int{0, 10, 16, 300, len(good) / 3, len(good) - 1} {
+		cases = append(cases, bad{fmt.Sprintf("truncate@%d", n), good[:n]})
+	}
+	cases = append(cases, bad{"appended garbage", append(bytes.Clone(good), "garbage"...)}, bad{"untrusted key", untrusted})
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			before := snapshot(t, r)
+			p := filepath.Join(t.TempDir(), "bad.apb")
+			os.WriteFile(p, tc.b, 0o644)
+			if _, err := r.install(e, p, InstallOptions{}); err == nil {
+				t.Fatalf("Install accepted a bad bundle")
+			}
+			if after := snapshot(t, r); after != before {
+				t.Errorf("bad bundle changed the device:\n%s\nwant:\n%s", after, before)
+			}
+		})
+	}
+	// And the good one still installs afterwards.
+	p := filepath.Join(t.TempDir(), "good.apb")
+	os.WriteFile(p, good, 0o644)
+	if _, err := r.install(e, p, InstallOptions{}); err != nil {
+		t.Errorf("good bundle after bad ones: %v", err)
+	}
+}
+
+func TestDryRunChangesNothing(t *testing.T) {
+	r := newRig(t)
+	e := r.engine()
+	p := r.build(spec{version: "1.1.0", comps: []comp{image("rootfs", "1.1.0", randomBytes(7, 100<<10)), pkg("app", "1.0.0", map[string]string{"a": "b"})}})
+	before := snapshot(t, r)
+	res, err := r.install(e, p, InstallOptions{DryRun: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status != StatusDryRun || len(res.Plan) != 2 || res.Plan[0].Slot != "B" || res.Plan[0].Size != 100<<10 {
+		t.Errorf("dry run = %+v", res)
+	}
+	if after := snapshot(t, r); after != before || r.slotBytes("B") != nil {
+		t.Errorf("dry run changed the device")
+	}
+}
+
+func TestOperatorCommands(t *testing.T) {
+	r := newRig(t)
+	r.cfg.Reboot.Policy = RebootHub
+	p := r.build(spec{version: "1.1.0", comps: []comp{image("rootfs", "1.1.0", randomBytes(8, 64<<10))}})
+	e := r.engine()
+	res, err := r.install(e, p, InstallOptions{})
+	if err != nil || res.Status != StatusWaitingHub || r.reboots != 0 {
+		t.Fatalf("Install = %+v, %v, reboots %d; want waiting for the hub", res, err, r.reboots)
+	}
+	if _, err := e.MarkGood(context.Background()); !errors.Is(err, ErrNotInTrial) {
+		t.Errorf("MarkGood before the trial = %v, want ErrNotInTrial", err)
+	}
+	// Cancel before the reboot: the try is withdrawn.
+	if _, err := e.Rollback(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	rec := r.state(e)
+	bs, _ := r.boot.State()
+	if rec.State != Abandoned || bs.Pending != "" {
+		t.Errorf("after rollback: state %s pending %q", rec.State, bs.Pending)
+	}
+	// Install again, the hub orders the reboot, the operator marks the trial bad.
+	if _, err := r.install(e, p, InstallOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.RebootNow(context.Background()); err != nil || r.reboots != 1 {
+		t.Fatalf("RebootNow = %v, reboots %d", err, r.reboots)
+	}
+	r.health = blockHealth{}
+	if _, err := r.boot.Reboot(); err != nil {
+		t.Fatal(err)
+	}
+	e = r.engine()
+	if _, err := e.MarkBad(context.Background()); err == nil {
+		t.Errorf("MarkBad with the trial not yet started: want an error")
+	}
+	// Walk the state to Trial by hand, then mark bad.
+	rec = r.state(e)
+	rec.State = Trial
+	if err := e.store.Save(rec); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.MarkBad(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if rec := r.state(e); rec.State != Failed || rec.Reason != "marked bad by the operator" {
+		t.Errorf("state %s reason %q", rec.State, rec.Reason)
+	}
+	e, status := r.reboot(sim.Default)
+	if status != RolledBack.String() || r.boot.Booted() != "A" {
+		t.Errorf("status %q booted %s", status, r.boot.Booted())
+	}
+}
+
+type blockHealth struct{}
+
+func (blockHealth) Run(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }
+
+func TestCorruptStateFallsBack(t *testing.T) {
+	r := newRig(t)
+	e := r.engine()
+	p := r.build(spec{name: "apps", version: "1.0.0", security: 3, comps: []comp{pkg("app", "1.0.0", map[string]string{"a": "b"})}})
+	if _, err := r.install(e, p, InstallOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	p = r.build(spec{name: "apps", version: "1.0.1", security: 4, comps: []comp{pkg("app", "1.0.1", map[string]string{"a": "c"})}})
+	if _, err := r.install(e, p, InstallOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(e.store.Path(), []byte("{garbage"), 0o600)
+	if _, err := e.store.Load(); !errors.Is(err, ErrCorruptState) {
+		t.Errorf("Load of a corrupt file = %v, want ErrCorruptState", err)
+	}
+	st, err := e.Status()
+	if err != nil {
+		t.Fatalf("Status with a corrupt state file: %v", err)
+	}
+	if st.SecurityVersion != 3 {
+		t.Errorf("previous copy has counter %d, want 3 (the save before the last commit)", st.SecurityVersion)
+	}
+	os.WriteFile(e.store.Path()+".prev", []byte("[]"), 0o600)
+	if _, err := e.Status(); !errors.Is(err, ErrCorruptState) {
+		t.Errorf("Status with both copies corrupt = %v, want ErrCorruptState", err)
+	}
+}

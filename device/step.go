@@ -1,0 +1,485 @@
+package device
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"slices"
+	"time"
+)
+
+// errPowerCut is what injected crashes return; the engine stops at once,
+// cleaning nothing up, as a power cut would.
+var errPowerCut = errors.New("device: simulated power cut")
+
+func isPowerCut(err error) bool { return errors.Is(err, errPowerCut) }
+
+// CommandRebooter reboots by running a command (default: systemctl reboot).
+type CommandRebooter []string
+
+// Reboot runs the command.
+func (c CommandRebooter) Reboot(ctx context.Context) error {
+	if len(c) == 0 {
+		return fmt.Errorf("reboot: no reboot command configured")
+	}
+	if out, err := exec.CommandContext(ctx, c[0], c[1:]...).CombinedOutput(); err != nil {
+		return fmt.Errorf("reboot: %s: %v: %s", c[0], err, out)
+	}
+	return nil
+}
+
+// Step makes at most one state transition and reports whether another one
+// can follow at once (false: nothing to do, or waiting for a reboot, the
+// window, or the hub). status names what the engine waits for.
+func (e *Engine) Step(ctx context.Context) (more bool, status string, err error) {
+	unlock, err := e.lock()
+	if err != nil {
+		return false, "", err
+	}
+	defer unlock()
+	if err := e.recoverJournal(ctx); err != nil {
+		return false, "", err
+	}
+	return e.step(ctx)
+}
+
+// advance steps until the engine has to wait; the caller holds the lock.
+func (e *Engine) advance(ctx context.Context) (string, error) {
+	for range maxTransitions + 2 {
+		more, status, err := e.step(ctx)
+		if err != nil || !more {
+			return status, err
+		}
+	}
+	return "", ErrRunaway
+}
+
+// Resume finishes whatever the persisted state says is under way, as the
+// daemon does at start: an interrupted write is cleaned up, a trial boot is
+// checked and committed or failed, a failed trial is reported as rolled back.
+func (e *Engine) Resume(ctx context.Context) (string, error) {
+	unlock, err := e.lock()
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	if err := e.recoverJournal(ctx); err != nil {
+		return "", err
+	}
+	return e.advance(ctx)
+}
+
+// ConfirmBoot runs once per boot, before Resume. With no update under way
+// it commits the running slot again, refilling its boot tries (the boot
+// script counts every boot down, RAUC's mark-good). A trial boot of a slot
+// no update asked for is marked bad and rebooted out of.
+func (e *Engine) ConfirmBoot(ctx context.Context) error {
+	unlock, err := e.lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if err := e.recoverJournal(ctx); err != nil {
+		return err
+	}
+	rec, err := e.load()
+	if err != nil {
+		return err
+	}
+	if !terminal(rec.State) {
+		return nil
+	}
+	booted, err := e.o.Booted()
+	if err != nil {
+		return fmt.Errorf("find booted slot: %w", err)
+	}
+	bs, err := e.o.Bootloader.State()
+	if err != nil {
+		return fmt.Errorf("read bootloader state: %w", err)
+	}
+	if bs.Trial != "" && bs.Trial == booted {
+		e.log.Warn("trial boot without an update under way; marking it bad", "slot", booted)
+		if err := e.o.Bootloader.MarkBad(booted); err != nil {
+			return fmt.Errorf("mark slot %s bad: %w", booted, err)
+		}
+		return e.o.Rebooter.Reboot(ctx)
+	}
+	if bs.Pending == "" && booted == bs.Primary {
+		if err := e.o.Bootloader.Commit(booted); err != nil {
+			return fmt.Errorf("confirm slot %s: %w", booted, err)
+		}
+	}
+	return nil
+}
+
+// Run is the daemon loop: ConfirmBoot and Resume, then every poll interval
+// step again (to pick up installs made by the command line, windows that
+// open, hub orders).
+func (e *Engine) Run(ctx context.Context, poll time.Duration) error {
+	if err := e.ConfirmBoot(ctx); err != nil {
+		e.log.Error("confirm boot", "err", err)
+	}
+	for {
+		status, err := e.Resume(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			e.log.Error("update engine", "err", err)
+		} else if status != "" && status != Idle.String() {
+			e.log.Debug("update engine waiting", "status", status)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(poll):
+		}
+	}
+}
+
+func (e *Engine) step(ctx context.Context) (bool, string, error) {
+	rec, err := e.load()
+	if err != nil {
+		return false, "", err
+	}
+	if terminal(rec.State) {
+		return false, rec.State.String(), nil
+	}
+	booted, err := e.o.Booted()
+	if err != nil {
+		return false, "", fmt.Errorf("find booted slot: %w", err)
+	}
+	bs, err := e.o.Bootloader.State()
+	if err != nil {
+		return false, "", fmt.Errorf("read bootloader state: %w", err)
+	}
+	rec.Transitions++
+	if rec.Transitions > maxTransitions {
+		reason := fmt.Sprintf("%v after %d steps in state %s", ErrRunaway, maxTransitions, rec.State)
+		if rec.Target != "" && booted == rec.Target {
+			rec.Reason = reason
+			return true, "", e.save(rec, Failed)
+		}
+		return false, RolledBack.String(), e.rolledBack(ctx, rec, reason)
+	}
+	onTarget := rec.Target != "" && booted == rec.Target
+	switch rec.State {
+	case Verifying, Writing:
+		return false, RolledBack.String(), e.rolledBack(ctx, rec, "install interrupted while writing")
+
+	case Written:
+		if rec.Target == "" {
+			return true, "", e.save(rec, Committing)
+		}
+		if onTarget {
+			return true, "", e.save(rec, Trial)
+		}
+		if err := e.o.Bootloader.Try(rec.Target); err != nil {
+			return false, "", fmt.Errorf("try slot %s: %w", rec.Target, err)
+		}
+		if err := e.crashAt("after-try"); err != nil {
+			return false, "", err
+		}
+		return true, "", e.save(rec, TrySet)
+
+	case TrySet:
+		if onTarget {
+			return true, "", e.save(rec, Trial)
+		}
+		rec.BootID, _ = e.o.BootID()
+		return true, "", e.save(rec, Rebooting)
+
+	case Rebooting:
+		if onTarget {
+			return true, "", e.save(rec, Trial)
+		}
+		id, _ := e.o.BootID()
+		rebooted := rec.BootID != "" && id != "" && id != rec.BootID
+		if rebooted || (id == "" && bs.Pending != rec.Target) {
+			return false, RolledBack.String(), e.rolledBack(ctx, rec, fmt.Sprintf(
+				"trial boot of slot %s did not come up (hang, crash, watchdog reset or lost try flag); running %s", rec.Target, booted))
+		}
+		if bs.Pending != rec.Target {
+			if err := e.o.Bootloader.Try(rec.Target); err != nil {
+				return false, "", fmt.Errorf("try slot %s: %w", rec.Target, err)
+			}
+		}
+		if err := e.save(rec, Rebooting); err != nil {
+			return false, "", err
+		}
+		switch e.cfg.Reboot.Policy {
+		case RebootHub:
+			return false, StatusWaitingHub, nil
+		case RebootWindow:
+			w, err := ParseWindow(e.cfg.Reboot.Window, e.cfg.Reboot.TimeZone)
+			if err != nil {
+				return false, "", err
+			}
+			if !w.Contains(e.o.Now()) {
+				return false, StatusWaitingWindow, nil
+			}
+		}
+		return false, StatusRebooting, e.reboot(ctx, rec)
+
+	case Trial:
+		if !onTarget {
+			return false, RolledBack.String(), e.rolledBack(ctx, rec, fmt.Sprintf(
+				"trial of slot %s was interrupted (hang, watchdog reset or power loss); bootloader fell back to %s", rec.Target, booted))
+		}
+		if err := e.trial(ctx, rec); err != nil {
+			if ctx.Err() != nil {
+				return false, "", ctx.Err()
+			}
+			rec.Reason = err.Error()
+			return true, "", e.save(rec, Failed)
+		}
+		return true, "", e.save(rec, Committing)
+
+	case Committing:
+		if rec.Target != "" && !onTarget {
+			return false, RolledBack.String(), e.rolledBack(ctx, rec, fmt.Sprintf(
+				"power lost before slot %s was committed; bootloader fell back to %s", rec.Target, booted))
+		}
+		return false, Committed.String(), e.commit(ctx, rec)
+
+	case Failed:
+		if onTarget {
+			if err := e.o.Bootloader.MarkBad(rec.Target); err != nil {
+				return false, "", fmt.Errorf("mark slot %s bad: %w", rec.Target, err)
+			}
+			if err := e.crashAt("after-mark-bad"); err != nil {
+				return false, "", err
+			}
+			if err := e.save(rec, Failed); err != nil {
+				return false, "", err
+			}
+			e.runHooks(ctx, HookOnRollback, rec, false)
+			return false, StatusRebooting, e.o.Rebooter.Reboot(ctx)
+		}
+		return false, RolledBack.String(), e.rolledBack(ctx, rec, rec.Reason)
+	}
+	return false, "", fmt.Errorf("step: unexpected state %s", rec.State)
+}
+
+// reboot runs the pre-reboot hooks and asks the Rebooter to reboot.
+func (e *Engine) reboot(ctx context.Context, rec *Record) error {
+	e.runHooks(ctx, HookPreReboot, rec, false)
+	if err := e.crashAt("before-reboot"); err != nil {
+		return err
+	}
+	return e.o.Rebooter.Reboot(ctx)
+}
+
+// trial runs the health checks under the watchdog within the deadline.
+func (e *Engine) trial(ctx context.Context, rec *Record) error {
+	wd, timeout, err := e.o.Watchdog()
+	if err != nil {
+		e.log.Warn("trial boot without a watchdog", "err", err)
+		wd = nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, e.cfg.Health.Deadline.D())
+	defer cancel()
+	petDone := make(chan struct{})
+	if wd != nil {
+		go func() {
+			defer close(petDone)
+			KeepAlive(ctx, wd, timeout/3, func(err error) { e.log.Warn("watchdog", "err", err) })
+		}()
+	} else {
+		close(petDone)
+	}
+	if c, ok := e.o.Health.(*Checker); ok {
+		c.Env = hookEnv("health", rec, e.cfg.DataDir)
+	}
+	err = e.o.Health.Run(ctx)
+	cancel()
+	<-petDone
+	if err != nil {
+		return fmt.Errorf("health: %w", err)
+	}
+	if wd != nil {
+		if derr := wd.Disarm(); derr != nil {
+			e.log.Warn("watchdog", "err", derr)
+		}
+	}
+	return nil
+}
+
+// commit makes the target slot primary, switches packages and files,
+// raises the anti-rollback counter and records the installed versions.
+// Every part is idempotent, so a commit interrupted by a crash is redone.
+func (e *Engine) commit(ctx context.Context, rec *Record) error {
+	if rec.Target != "" {
+		if err := e.o.Bootloader.Commit(rec.Target); err != nil {
+			return fmt.Errorf("commit slot %s: %w", rec.Target, err)
+		}
+		if err := e.crashAt("after-bootloader-commit"); err != nil {
+			return err
+		}
+	}
+	for _, p := range rec.Components {
+		var err error
+		switch p.Kind {
+		case "package":
+			err = commitPackage(p.Target)
+		case "file":
+			err = commitFile(p.Stage, p.Target)
+		}
+		if err != nil {
+			return fmt.Errorf("commit component %q: %w", p.Name, err)
+		}
+		if err := e.crashAt("commit:" + p.Name); err != nil {
+			return err
+		}
+	}
+	b := *rec.Bundle
+	rec.SecurityVersion = max(rec.SecurityVersion, b.SecurityVersion)
+	if rec.Installed == nil {
+		rec.Installed = map[string]string{}
+	}
+	rec.Installed[b.Name] = b.Version
+	for _, p := range rec.Components {
+		rec.Installed[p.Name] = p.Version
+	}
+	if rec.Chunks == nil {
+		rec.Chunks = map[string]ChunkIndex{}
+	}
+	for k, v := range rec.Pending {
+		rec.Chunks[k] = v
+	}
+	rec.Current = &b
+	rec.Last = &Result{State: Committed, Bundle: b, Time: e.o.Now().UTC()}
+	hookRec := *rec
+	clearUpdate(rec)
+	if err := e.save(rec, Committed); err != nil {
+		return err
+	}
+	hookRec.State = Committed
+	e.runHooks(ctx, HookPostCommit, &hookRec, false)
+	return nil
+}
+
+// rolledBack ends an update on the old slot: the target is marked bad so
+// the bootloader never tries it again by itself, staged packages and files
+// are removed, and the result is recorded.
+func (e *Engine) rolledBack(ctx context.Context, rec *Record, reason string) error {
+	if rec.Target != "" {
+		bs, err := e.o.Bootloader.State()
+		if err == nil && !slices.Contains(bs.Bad, rec.Target) && bs.Primary != rec.Target {
+			if err := e.o.Bootloader.MarkBad(rec.Target); err != nil {
+				return fmt.Errorf("mark slot %s bad: %w", rec.Target, err)
+			}
+		}
+	}
+	cleanStaged(rec.Components)
+	state := RolledBack
+	if rec.State == Written || rec.State == Writing || rec.State == Verifying || rec.State == TrySet {
+		state = Abandoned
+	}
+	hookRec := *rec
+	hookRec.Reason = reason
+	wasFailed := rec.State == Failed
+	rec.Last = &Result{State: state, Bundle: *rec.Bundle, Reason: reason, Time: e.o.Now().UTC()}
+	for k := range rec.Pending {
+		delete(rec.Chunks, k)
+	}
+	clearUpdate(rec)
+	if err := e.save(rec, state); err != nil {
+		return err
+	}
+	if !wasFailed && state == RolledBack {
+		hookRec.State = RolledBack
+		e.runHooks(ctx, HookOnRollback, &hookRec, false)
+	}
+	return nil
+}
+
+func clearUpdate(rec *Record) {
+	rec.Bundle, rec.Target, rec.From, rec.BootID, rec.Reason = nil, "", "", "", ""
+	rec.Components, rec.Pending, rec.Transitions = nil, nil, 0
+}
+
+// MarkGood commits the running trial without waiting for the health checks.
+func (e *Engine) MarkGood(ctx context.Context) (string, error) {
+	return e.operator(ctx, func(rec *Record, booted string) error {
+		if rec.State != Trial || booted != rec.Target {
+			return fmt.Errorf("%w (state %s, booted %s)", ErrNotInTrial, rec.State, booted)
+		}
+		return e.save(rec, Committing)
+	})
+}
+
+// MarkBad fails the running trial: the slot is marked bad and the device
+// reboots into the old one.
+func (e *Engine) MarkBad(ctx context.Context) (string, error) {
+	return e.operator(ctx, func(rec *Record, booted string) error {
+		if rec.State != Trial || booted != rec.Target {
+			return fmt.Errorf("%w (state %s, booted %s)", ErrNotInTrial, rec.State, booted)
+		}
+		rec.Reason = "marked bad by the operator"
+		return e.save(rec, Failed)
+	})
+}
+
+// ErrNothingToRollBack means no update is under way.
+var ErrNothingToRollBack = errors.New("device: no update to roll back")
+
+// Rollback cancels the update under way: a trial is failed (reboot into the
+// old slot); an update written but not yet booted is abandoned and its
+// bootloader try withdrawn.
+func (e *Engine) Rollback(ctx context.Context) (string, error) {
+	return e.operator(ctx, func(rec *Record, booted string) error {
+		switch {
+		case terminal(rec.State):
+			return ErrNothingToRollBack
+		case rec.State == Trial && booted == rec.Target:
+			rec.Reason = "rolled back by the operator"
+			return e.save(rec, Failed)
+		case rec.State == Written || rec.State == TrySet || rec.State == Rebooting:
+			rec.State = Written // never booted: the update is abandoned, not rolled back
+			if err := e.rolledBack(ctx, rec, "cancelled by the operator before the reboot"); err != nil {
+				return err
+			}
+			return nil
+		}
+		return fmt.Errorf("%w in state %s", ErrBusy, rec.State)
+	})
+}
+
+// RebootNow performs the reboot an update waits for (reboot policy "hub").
+func (e *Engine) RebootNow(ctx context.Context) error {
+	unlock, err := e.lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	rec, err := e.load()
+	if err != nil {
+		return err
+	}
+	if rec.State != Rebooting {
+		return fmt.Errorf("reboot: no update waits for a reboot (state %s)", rec.State)
+	}
+	return e.reboot(ctx, rec)
+}
+
+func (e *Engine) operator(ctx context.Context, fn func(rec *Record, booted string) error) (string, error) {
+	unlock, err := e.lock()
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	rec, err := e.load()
+	if err != nil {
+		return "", err
+	}
+	booted, err := e.o.Booted()
+	if err != nil {
+		return "", fmt.Errorf("find booted slot: %w", err)
+	}
+	if err := fn(rec, booted); err != nil {
+		return "", err
+	}
+	return e.advance(ctx)
+}

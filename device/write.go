@@ -1,0 +1,288 @@
+package device
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+
+	"github.com/autopatcher/autopatcher/bundle"
+)
+
+// The install data path is a three-stage pipeline so that reading the
+// bundle, hashing (and decompressing) chunks and writing the slot overlap:
+//
+//	reader goroutine: ReadAt of each stored chunk into a pooled buffer
+//	verify goroutine: Component.VerifyChunk (sha256, zstd)
+//	caller:           Write to the slot, progress, buffer back to the pool
+//
+// At most pipelineDepth chunk buffers (each at most bundle.MaxChunk) exist
+// at a time, so memory does not grow with the component size.
+const pipelineDepth = 4
+
+// ErrShortPayload means a component's verified bytes do not add up to its declared size.
+var ErrShortPayload = errors.New("device: payload size mismatch")
+
+type piece struct {
+	data []byte  // verified plain bytes
+	buf  *[]byte // pooled stored buffer to release after data is consumed
+	err  error
+}
+
+// chunkStream is an io.Reader (and io.WriterTo) of a component's verified
+// payload, read from a bundle file by chunk extents.
+type chunkStream struct {
+	out    chan piece
+	pool   chan *[]byte
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	cur    piece
+	rest   []byte
+	n      uint64
+	size   uint64
+	name   string
+	err    error
+}
+
+// newChunkStream starts the reader and verify goroutines for component c
+// whose stored chunks lie at ext in ra.
+func newChunkStream(ctx context.Context, ra io.ReaderAt, c *bundle.Component, ext []bundle.Extent) *chunkStream {
+	ctx, cancel := context.WithCancel(ctx)
+	s := &chunkStream{
+		out:    make(chan piece, pipelineDepth),
+		pool:   make(chan *[]byte, pipelineDepth),
+		cancel: cancel,
+		size:   c.Size,
+		name:   c.Name,
+	}
+	for range pipelineDepth {
+		b := make([]byte, 0, bundle.MaxChunk)
+		s.pool <- &b
+	}
+	stored := make(chan piece, pipelineDepth)
+	s.wg.Add(2)
+	go func() { // reader
+		defer s.wg.Done()
+		defer close(stored)
+		for i, e := range ext {
+			var buf *[]byte
+			select {
+			case buf = <-s.pool:
+			case <-ctx.Done():
+				return
+			}
+			if e.Length < 0 || e.Length > int64(cap(*buf)) {
+				stored <- piece{err: fmt.Errorf("read component %q chunk %d: stored length %d: %w", c.Name, i, e.Length, bundle.ErrMalformed)}
+				return
+			}
+			b := (*buf)[:e.Length]
+			if _, err := ra.ReadAt(b, e.Offset); err != nil {
+				if errors.Is(err, io.EOF) {
+					err = bundle.ErrTruncated
+				}
+				stored <- piece{err: fmt.Errorf("read component %q chunk %d: %w", c.Name, i, err)}
+				return
+			}
+			select {
+			case stored <- piece{data: b, buf: buf}:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	go func() { // verifier
+		defer s.wg.Done()
+		defer close(s.out)
+		i := 0
+		for p := range stored {
+			if p.err == nil {
+				plain, err := c.VerifyChunk(i, p.data)
+				if err != nil {
+					p = piece{err: err, buf: p.buf}
+				} else {
+					p.data = plain
+				}
+			}
+			i++
+			select {
+			case s.out <- p:
+			case <-ctx.Done():
+				return
+			}
+			if p.err != nil {
+				return
+			}
+		}
+	}()
+	return s
+}
+
+func (s *chunkStream) release() {
+	if s.cur.buf != nil {
+		s.pool <- s.cur.buf
+		s.cur.buf = nil
+	}
+}
+
+func (s *chunkStream) next() error {
+	s.release()
+	p, ok := <-s.out
+	if !ok {
+		if s.n != s.size {
+			return fmt.Errorf("read component %q: %w: %d of %d bytes", s.name, ErrShortPayload, s.n, s.size)
+		}
+		return io.EOF
+	}
+	s.cur = p
+	if p.err != nil {
+		return p.err
+	}
+	s.n += uint64(len(p.data))
+	if s.n > s.size {
+		return fmt.Errorf("read component %q: %w: more than %d bytes", s.name, ErrShortPayload, s.size)
+	}
+	s.rest = p.data
+	return nil
+}
+
+// Read implements io.Reader.
+func (s *chunkStream) Read(b []byte) (int, error) {
+	for len(s.rest) == 0 {
+		if s.err != nil {
+			return 0, s.err
+		}
+		if s.err = s.next(); s.err != nil {
+			return 0, s.err
+		}
+	}
+	n := copy(b, s.rest)
+	s.rest = s.rest[n:]
+	return n, nil
+}
+
+// WriteTo implements io.WriterTo, writing whole chunks without a copy.
+func (s *chunkStream) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	for {
+		if len(s.rest) > 0 {
+			n, err := w.Write(s.rest)
+			total += int64(n)
+			s.rest = s.rest[n:]
+			if err != nil {
+				return total, err
+			}
+			continue
+		}
+		if s.err != nil {
+			if s.err == io.EOF {
+				return total, nil
+			}
+			return total, s.err
+		}
+		s.err = s.next()
+	}
+}
+
+// Close stops the goroutines.
+func (s *chunkStream) Close() error {
+	s.cancel()
+	for range s.out { // drain so the verifier can exit
+	}
+	s.wg.Wait()
+	return nil
+}
+
+// progressWriter counts bytes for a progress callback.
+type progressWriter struct {
+	w  io.Writer
+	n  uint64
+	fn func(n uint64)
+}
+
+func (p *progressWriter) Write(b []byte) (int, error) {
+	n, err := p.w.Write(b)
+	p.n += uint64(n)
+	if p.fn != nil {
+		p.fn(p.n)
+	}
+	return n, err
+}
+
+// openSlotFile opens an image slot for writing. Block devices must exist;
+// file slots are created.
+func openSlotFile(path, typ string) (*os.File, error) {
+	flags := os.O_WRONLY
+	if typ == "file" {
+		flags |= os.O_CREATE
+	}
+	f, err := os.OpenFile(path, flags, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("open slot: %w", err)
+	}
+	return f, nil
+}
+
+// readBack re-reads size bytes of path from the medium (dropping the page
+// cache first where the OS allows) and compares their sha256 with want.
+func readBack(ctx context.Context, path string, size uint64, want []byte) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("read back %s: %w", path, err)
+	}
+	defer f.Close()
+	dropCache(f, int64(size))
+	h := sha256.New()
+	// Two buffers: one being read while the other is hashed.
+	type blk struct {
+		b   []byte
+		err error
+	}
+	const bs = 256 << 10
+	full := make(chan blk, 1)
+	free := make(chan []byte, 2)
+	free <- make([]byte, bs)
+	free <- make([]byte, bs)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		defer close(full)
+		var off uint64
+		for off < size {
+			var b []byte
+			select {
+			case b = <-free:
+			case <-ctx.Done():
+				return
+			}
+			n := min(uint64(len(b)), size-off)
+			m, err := f.ReadAt(b[:n], int64(off))
+			if err == io.EOF && uint64(m) == n {
+				err = nil
+			}
+			if err != nil {
+				full <- blk{err: fmt.Errorf("read back %s at %d: %w", path, off, err)}
+				return
+			}
+			off += n
+			full <- blk{b: b[:n]}
+		}
+	}()
+	for k := range full {
+		if k.err != nil {
+			return k.err
+		}
+		h.Write(k.b)
+		free <- k.b[:cap(k.b)]
+	}
+	if got := h.Sum(nil); subtle.ConstantTimeCompare(got, want) != 1 {
+		return fmt.Errorf("%w: read back %s: sha256 %x, want %x", ErrVerify, path, got, want)
+	}
+	return nil
+}
+
+// ErrVerify means what was read back from a slot differs from what was written.
+var ErrVerify = errors.New("device: read-back verification failed")
