@@ -153,6 +153,14 @@ func (s *Server) MQTTAddr() string {
 	return s.Broker.TCPAddr()
 }
 
+// MQTTTLSAddr is the bound address of the embedded broker's TLS listener.
+func (s *Server) MQTTTLSAddr() string {
+	if s.Broker == nil {
+		return ""
+	}
+	return s.Broker.TLSAddr()
+}
+
 // Close stops everything.
 func (s *Server) Close() error {
 	if s.httpSrv != nil {

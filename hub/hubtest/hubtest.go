@@ -140,6 +140,11 @@ func Connect(ctx context.Context, addr, clientID, password string) (*Client, *pa
 	if err != nil {
 		return nil, nil, err
 	}
+	return ConnectConn(ctx, conn, clientID, password)
+}
+
+// ConnectConn is Connect over an established connection (for example a *tls.Conn).
+func ConnectConn(ctx context.Context, conn net.Conn, clientID, password string) (*Client, *paho.Connack, error) {
 	c := &Client{Received: make(chan *paho.Publish, 1024)}
 	c.Client = paho.NewClient(paho.ClientConfig{
 		ClientID: clientID,
