@@ -69,6 +69,18 @@ type Conn struct {
 
 	mu   sync.Mutex
 	subs []sub
+	down chan struct{} // closed when the current connection goes down
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }
 
 type sub struct {
@@ -165,7 +177,9 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 			return nil, fmt.Errorf("dial: %w", err)
 		}
 	}
-	c := &Conn{cfg: cfg, log: cfg.Logger.With("client", cfg.ClientID), metrics: cfg.Metrics, hub: IsHub(cfg.ClientID)}
+	c := &Conn{cfg: cfg, log: cfg.Logger.With("client", cfg.ClientID), metrics: cfg.Metrics, hub: IsHub(cfg.ClientID),
+		down: make(chan struct{})}
+	close(c.down)
 	ac := autopaho.ClientConfig{
 		ServerUrls:                    urls,
 		KeepAlive:                     uint16(cfg.KeepAlive / time.Second),
@@ -178,6 +192,13 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 		OnConnectionUp:                c.up,
 		OnConnectionDown: func() bool {
 			c.log.Info("mqtt connection down")
+			c.mu.Lock()
+			select {
+			case <-c.down:
+			default:
+				close(c.down)
+			}
+			c.mu.Unlock()
 			return true
 		},
 		OnConnectError: func(err error) { c.log.Debug("mqtt connect failed", "err", err) },
@@ -224,6 +245,7 @@ func (c *Conn) Metrics() *Metrics { return c.metrics }
 func (c *Conn) up(cm *autopaho.ConnectionManager, ack *paho.Connack) {
 	c.log.Info("mqtt connected", "session_present", ack.SessionPresent)
 	c.mu.Lock()
+	c.down = make(chan struct{})
 	subs := append([]sub(nil), c.subs...)
 	c.mu.Unlock()
 	if len(subs) == 0 {
@@ -303,7 +325,30 @@ func (c *Conn) publishRaw(ctx context.Context, topic string, b []byte, retain bo
 		if err := c.cm.AwaitConnection(ctx); err != nil {
 			return fmt.Errorf("publish %s: %w", topic, err)
 		}
-		resp, err := c.cm.Publish(ctx, &paho.Publish{Topic: topic, QoS: 1, Retain: retain, Payload: b})
+		// An in-flight publish whose connection dropped would wait for its
+		// PUBACK until the packet timeout; give up on it when the connection
+		// goes down and send it again on the next one.
+		c.mu.Lock()
+		down := c.down
+		c.mu.Unlock()
+		select {
+		case <-down: // the up callback has not run yet
+			if err := sleep(ctx, c.cfg.MinBackoff/4); err != nil {
+				return fmt.Errorf("publish %s: %w", topic, err)
+			}
+			continue
+		default:
+		}
+		actx, cancel := context.WithCancel(ctx)
+		go func() {
+			select {
+			case <-down:
+				cancel()
+			case <-actx.Done():
+			}
+		}()
+		resp, err := c.cm.Publish(actx, &paho.Publish{Topic: topic, QoS: 1, Retain: retain, Payload: b})
+		cancel()
 		if resp != nil && resp.ReasonCode >= 0x80 {
 			return fmt.Errorf("publish %s: %w (reason %#x)", topic, ErrRefused, resp.ReasonCode)
 		}
@@ -327,10 +372,8 @@ func (c *Conn) publishRaw(ctx context.Context, topic string, b []byte, retain bo
 			// The connection dropped while the message was in flight; the
 			// session resends it, but the caller wants an answer: retry.
 			c.log.Debug("mqtt publish retry", "topic", topic, "err", err)
-			select {
-			case <-ctx.Done():
-				return fmt.Errorf("publish %s: %w", topic, ctx.Err())
-			case <-time.After(c.cfg.MinBackoff):
+			if err := sleep(ctx, c.cfg.MinBackoff); err != nil {
+				return fmt.Errorf("publish %s: %w", topic, err)
 			}
 			continue
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"os"
 	"reflect"
 	"testing"
 	"time"
@@ -13,7 +14,12 @@ import (
 	"github.com/autopatcher/autopatcher/transport/transporttest"
 )
 
-var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+var quiet = func() *slog.Logger {
+	if os.Getenv("TRANSPORT_DEBUG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}()
 
 // dial connects id to url with password pw, closed at the end of the test.
 func dial(t *testing.T, url, id string, pw []byte) *transport.Conn {
