@@ -72,3 +72,65 @@ func TestBootScriptAB(t *testing.T) {
 		fmt.Printf("TIME  kernel start -> /init first line: %.2fs (guest clock); whole run %.1fs wall\n", ts, el.Seconds())
 	}
 }
+
+// TestSlotsBackendAB runs the same A/B sequence with the slots package's
+// U-Boot backend (the code autopatchd uses) writing the env files in the
+// guest: U-Boot must read what it wrote, and it must read what U-Boot wrote
+// (the trial of B shows up in its state).
+func TestSlotsBackendAB(t *testing.T) {
+	r := getRig(t)
+	fwEnv, slotsYAML := r.boardFiles(t)
+	files := map[string][]byte{"etc/fw_env.config": fwEnv, "etc/autopatcher/slots.yaml": slotsYAML}
+	ia, err := r.initramfs(guest{Role: "slots-commit-try", Version: "a1", Files: files})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ib, err := r.initramfs(guest{Role: "slots-nocommit", Version: "b1", Files: files})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sa, err := r.slotImage("slA", ia)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb, err := r.slotImage("slB", ib)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := r.diskImage("sl", sa, sb, map[string][]byte{"README": []byte("data partition\n")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	logPath := filepath.Join(r.work, "slots-backend.log")
+	r.keepLog(t, logPath)
+	v, err := r.boot(img, logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.kill()
+	werr := v.wait(90 * time.Second)
+	log := v.text()
+	report(t, werr == nil, "guest powered off by itself (%v)", werr)
+	got := strings.Join(boots(log), " ")
+	report(t, got == "A/a1 B/b1 A/a1", "Linux booted A, then B once, then A again: got %q", got)
+	gotU := strings.Join(ubootChoices(log), " ")
+	report(t, gotU == "A(2,3) B(3,0) A(2,0)", "U-Boot choices: got %q, want %q", gotU, "A(2,3) B(3,0) A(2,0)")
+	report(t, strings.Contains(log, "committed A, trying B once: slots state primary=A pending=B"),
+		"slots backend on A: committed A and set a one-shot try of B")
+	bs := splitBoots(log)
+	report(t, len(bs) == 3 && strings.Contains(bs[1].text, "trial=B"), "slots backend on B sees the trial U-Boot started (trial=B)")
+	p, rd := r.readEnvFiles(t, img)
+	want := map[string]string{"BOOT_ORDER": "B A", "BOOT_A_LEFT": "2", "BOOT_B_LEFT": "0"}
+	for _, f := range []struct {
+		name string
+		vars map[string]string
+	}{{"uboot.env", p}, {"uboot-redund.env", rd}} {
+		ok := len(f.vars) > 0
+		for k, w := range want {
+			if f.vars[k] != w {
+				ok = false
+			}
+		}
+		report(t, ok, "%s on disk: %v, want %v", f.name, f.vars, want)
+	}
+}

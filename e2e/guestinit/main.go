@@ -11,6 +11,8 @@
 //	commit-try  test role: commit the booted slot, try the other once, reboot
 //	            (the second time it finds itself booted, power off)
 //	nocommit    test role: boot, report, reboot without committing
+//	slots-commit-try, slots-nocommit  the same through the slots package's
+//	            U-Boot backend (/etc/autopatcher/slots.yaml)
 //	autopatchd-hang  like autopatchd, then freeze autopatchd (SIGSTOP) once
 //	            it holds /dev/watchdog: a hung system the watchdog must reset
 //
@@ -80,6 +82,10 @@ func main() {
 		err = runAutopatchd(true)
 	case "commit-try":
 		err = commitTry(slot)
+	case "slots-commit-try":
+		err = slotsCommitTry(slot)
+	case "slots-nocommit":
+		err = slotsNoCommit(slot)
 	case "nocommit":
 		logf("not committing slot %s; rebooting", slot)
 		halt(unix.LINUX_REBOOT_CMD_RESTART)
