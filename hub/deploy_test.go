@@ -27,10 +27,15 @@ type fakeDevice struct {
 
 func newFakeDevice(t *testing.T, s *hub.Server, id string) *fakeDevice {
 	t.Helper()
+	return newFakeDeviceURL(t, "mqtt://"+s.MQTTAddr(), id)
+}
+
+func newFakeDeviceURL(t *testing.T, url, id string) *fakeDevice {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	conn, err := transport.Dial(ctx, transport.Config{
-		Servers: []string{"mqtt://" + s.MQTTAddr()}, AllowPlain: true,
+		Servers: []string{url}, AllowPlain: true,
 		ClientID: id, Username: id, Password: []byte("secret-" + id),
 		Logger: discard(),
 	})
