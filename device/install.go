@@ -490,6 +490,7 @@ func (e *Engine) abandonJournal(j *Record, rec *Record, report bool) error {
 func (e *Engine) recoverJournal(ctx context.Context) error {
 	js := e.journal()
 	if !js.Exists() {
+		os.Remove(js.Path() + ".tmp") // a cut before the first journal rename
 		return nil
 	}
 	j, err := js.Load()
@@ -500,6 +501,10 @@ func (e *Engine) recoverJournal(ctx context.Context) error {
 	rec, err := e.load()
 	if err != nil {
 		return err
+	}
+	if rec.Bundle != nil && !terminal(rec.State) && rec.Bundle.Digest == j.Bundle.Digest {
+		// The cut came after state.json took over: the journal is stale.
+		return js.Remove()
 	}
 	e.log.Info("abandoning install interrupted while writing", "bundle", j.Bundle.Name, "version", j.Bundle.Version)
 	return e.abandonJournal(j, rec, true)
