@@ -9,6 +9,7 @@ import (
 	"hash"
 	"io"
 	"os"
+	"slices"
 	"sync"
 )
 
@@ -24,10 +25,13 @@ var (
 
 // Buffer sizes of the streaming writer and the read-back check.
 const (
-	writeBuf     = 4 << 20  // bytes per write(2), a multiple of every erase/page size
-	writeBufs    = 4        // buffers in flight: one reading, one writing+hashing, spares
-	writebackWin = 32 << 20 // start writeback every this many bytes
+	writeBuf  = 4 << 20 // bytes per write(2), a multiple of every erase/page size
+	writeBufs = 4       // buffers in flight: one reading, one writing+hashing, spares
 )
+
+// writebackWin: writeback starts, and read-back follows, every this many
+// bytes (a variable so tests can make windows small).
+var writebackWin int64 = 32 << 20
 
 // TargetOptions says what OpenTarget must refuse.
 type TargetOptions struct {
@@ -42,6 +46,9 @@ type Target struct {
 	f      *os.File
 	size   int64
 	verify bool
+	// mangle, if set, changes data on its way to the device (tests
+	// simulate a device that stores something else).
+	mangle func(p []byte, off int64) []byte
 }
 
 // OpenTarget opens the slot for writing after checking, from
@@ -118,6 +125,9 @@ func (t *Target) WriteAt(p []byte, off int64) (int, error) {
 	if off < 0 || off+int64(len(p)) > t.size {
 		return 0, fmt.Errorf("write slot %s/%s at %d+%d: %w (%d bytes)", t.slot.Class, t.slot.BootName, off, len(p), ErrTooLarge, t.size)
 	}
+	if t.mangle != nil {
+		p = t.mangle(slices.Clone(p), off)
+	}
 	n, err := t.f.WriteAt(p, off)
 	if err != nil {
 		return n, fmt.Errorf("write slot %s/%s: %w", t.slot.Class, t.slot.BootName, err)
@@ -150,18 +160,22 @@ func (t *Target) Close() error { return t.f.Close() }
 // Verify syncs, drops the cached pages and reads the first n bytes back
 // from the device, comparing their sha256 with sum (ErrVerify on mismatch).
 func (t *Target) Verify(n int64, sum []byte) error {
-	if n < 0 || n > t.size {
+	return t.verifyFrom(sha256.New(), 0, n, sum)
+}
+
+// verifyFrom finishes a read-back whose first from bytes are already in h.
+func (t *Target) verifyFrom(h hash.Hash, from, n int64, sum []byte) error {
+	if n < 0 || n > t.size || from > n {
 		return fmt.Errorf("verify slot %s/%s: %w", t.slot.Class, t.slot.BootName, ErrTooLarge)
 	}
 	if err := t.Sync(); err != nil {
 		return err
 	}
-	dropCache(t.f, 0, n)
-	got, err := hashRange(t.f, n)
-	if err != nil {
+	dropCache(t.f, from, n-from)
+	if err := hashRange(h, t.f, from, n); err != nil {
 		return fmt.Errorf("verify slot %s/%s: %w", t.slot.Class, t.slot.BootName, err)
 	}
-	if !bytes.Equal(got, sum) {
+	if got := h.Sum(nil); !bytes.Equal(got, sum) {
 		return fmt.Errorf("verify slot %s/%s: %w: read %x, want %x", t.slot.Class, t.slot.BootName, ErrVerify, got, sum)
 	}
 	return nil
@@ -171,13 +185,17 @@ func (t *Target) Verify(n int64, sum []byte) error {
 // is synced, and when read-back is on for the slot and sum is set, the
 // first n bytes are read back and checked.
 func (t *Target) Finish(n int64, sum []byte) error {
+	return t.finish(n, sum, sha256.New(), 0)
+}
+
+func (t *Target) finish(n int64, sum []byte, h hash.Hash, verified int64) error {
 	if t.slot.Type == TypeFile {
 		if err := t.f.Truncate(n); err != nil {
 			return fmt.Errorf("finish slot %s/%s: %w", t.slot.Class, t.slot.BootName, err)
 		}
 	}
 	if t.verify && sum != nil {
-		return t.Verify(n, sum)
+		return t.verifyFrom(h, verified, n, sum)
 	}
 	return t.Sync()
 }
@@ -185,19 +203,71 @@ func (t *Target) Finish(n int64, sum []byte) error {
 // Write streams r into the slot from offset 0, then Finish. size is the
 // number of bytes r yields (-1: until EOF, bounded by the slot size). If
 // sum is set, the sha256 of the stream must equal it (ErrDigest), checked
-// before the read-back. Hashing runs alongside the writes.
+// before the read-back. Hashing runs alongside the writes, and with
+// read-back on, each 32 MiB window is read back from the device as soon
+// as its writeback has finished, while later windows are still written.
 func (t *Target) Write(ctx context.Context, r io.Reader, size int64, sum []byte) error {
 	if size > t.size {
 		return fmt.Errorf("write slot %s/%s: %d bytes: %w (%d bytes)", t.slot.Class, t.slot.BootName, size, ErrTooLarge, t.size)
 	}
-	n, got, err := t.stream(ctx, r, size)
+	var rb *readback
+	if t.verify && sum != nil {
+		rb = newReadback(t)
+	}
+	n, got, err := t.stream(ctx, r, size, rb)
+	var verified int64
+	h := sha256.New()
+	if rb != nil {
+		var rerr error
+		h, verified, rerr = rb.wait()
+		if err == nil && rerr != nil {
+			err = fmt.Errorf("verify: %w", rerr)
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("write slot %s/%s: %w", t.slot.Class, t.slot.BootName, err)
 	}
 	if sum != nil && !bytes.Equal(got, sum) {
 		return fmt.Errorf("write slot %s/%s: %w: got %x, want %x", t.slot.Class, t.slot.BootName, ErrDigest, got, sum)
 	}
-	return t.Finish(n, sum)
+	return t.finish(n, sum, h, verified)
+}
+
+// readback reads written windows back from the device in order, once
+// their writeback completed, into one running sha256.
+type readback struct {
+	t       *Target
+	h       hash.Hash
+	done    int64 // bytes read back so far
+	windows chan [2]int64
+	errc    chan error
+}
+
+func newReadback(t *Target) *readback {
+	rb := &readback{t: t, h: sha256.New(), windows: make(chan [2]int64, 64), errc: make(chan error, 1)}
+	go func() {
+		var err error
+		for w := range rb.windows {
+			if err != nil {
+				continue
+			}
+			off, n := w[0], w[1]
+			waitWriteback(t.f, off, n)
+			dropCache(t.f, off, n)
+			if err = hashRange(rb.h, t.f, off, off+n); err == nil {
+				rb.done = off + n
+			}
+		}
+		rb.errc <- err
+	}()
+	return rb
+}
+
+// wait ends the read-back and returns the hash so far and its length.
+func (rb *readback) wait() (hash.Hash, int64, error) {
+	close(rb.windows)
+	err := <-rb.errc
+	return rb.h, rb.done, err
 }
 
 // Write opens slot s (see Config.OpenTarget), streams r into it and
@@ -223,7 +293,7 @@ type block struct {
 
 // stream copies r to the device in writeBuf blocks: one goroutine reads,
 // one hashes, the caller writes; a block is reused once written and hashed.
-func (t *Target) stream(ctx context.Context, r io.Reader, size int64) (int64, []byte, error) {
+func (t *Target) stream(ctx context.Context, r io.Reader, size int64, rb *readback) (int64, []byte, error) {
 	free := make(chan *block, writeBufs)
 	for range writeBufs {
 		free <- &block{buf: make([]byte, writeBuf), hashed: make(chan struct{}, 1)}
@@ -287,6 +357,7 @@ func (t *Target) stream(ctx context.Context, r io.Reader, size int64) (int64, []
 	defer endHash()
 
 	var written, kicked int64
+	var queued [][2]int64 // windows whose writeback was started
 	for b := range full {
 		if err := ctx.Err(); err != nil {
 			return written, nil, err
@@ -300,7 +371,14 @@ func (t *Target) stream(ctx context.Context, r io.Reader, size int64) (int64, []
 		written += int64(b.n)
 		if written-kicked >= writebackWin {
 			startWriteback(t.f, kicked, written-kicked)
+			queued = append(queued, [2]int64{kicked, written - kicked})
 			kicked = written
+			// Read back the window before last: its writeback has had a
+			// window's time to finish, so waiting for it rarely blocks.
+			if rb != nil && len(queued) > 1 {
+				rb.windows <- queued[0]
+				queued = queued[1:]
+			}
 		}
 		free <- b
 	}
@@ -322,9 +400,9 @@ func hashBlocks(h hash.Hash, in <-chan *block, wg *sync.WaitGroup) {
 	}
 }
 
-// hashRange returns the sha256 of the first n bytes of f, reading the next
-// block while hashing the current one.
-func hashRange(f *os.File, n int64) ([]byte, error) {
+// hashRange adds bytes [from, to) of f to h, reading the next block while
+// hashing the current one.
+func hashRange(h hash.Hash, f *os.File, from, to int64) error {
 	type rb struct {
 		buf []byte
 		n   int
@@ -336,12 +414,9 @@ func hashRange(f *os.File, n int64) ([]byte, error) {
 	errc := make(chan error, 1)
 	go func() {
 		defer close(full)
-		for off := int64(0); off < n; {
+		for off := from; off < to; {
 			buf := <-free
-			want := int64(len(buf))
-			if n-off < want {
-				want = n - off
-			}
+			want := min(int64(len(buf)), to-off)
 			m, err := f.ReadAt(buf[:want], off)
 			if int64(m) < want {
 				if err == nil || err == io.EOF {
@@ -355,13 +430,9 @@ func hashRange(f *os.File, n int64) ([]byte, error) {
 		}
 		errc <- nil
 	}()
-	h := sha256.New()
 	for b := range full {
 		h.Write(b.buf[:b.n])
 		free <- b.buf
 	}
-	if err := <-errc; err != nil {
-		return nil, err
-	}
-	return h.Sum(nil), nil
+	return <-errc
 }

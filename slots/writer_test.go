@@ -176,3 +176,42 @@ func TestWriteCancel(t *testing.T) {
 type zeroReader struct{}
 
 func (zeroReader) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+
+// TestWriteReadbackMismatch flips one byte on its way to the device, in
+// a window read back while writing and in the tail read back at the end.
+func TestWriteReadbackMismatch(t *testing.T) {
+	old := writebackWin
+	writebackWin = writeBuf
+	defer func() { writebackWin = old }()
+	const size = 3*writeBuf + 1000
+	data := randBytes(size, 9)
+	sum := sha256.Sum256(data)
+	for _, at := range []int64{-1, 10, writeBuf + 7, 2*writeBuf + 5, size - 1} {
+		c := fakeBoard(t, "autopatcher.slot=A")
+		b := c.Classes["rootfs"].B
+		b.Size = 4 * writeBuf
+		v := true
+		b.Verify = &v
+		tgt, err := c.OpenTarget(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tgt.mangle = func(p []byte, off int64) []byte {
+			if at >= off && at < off+int64(len(p)) {
+				p[at-off] ^= 0x10
+			}
+			return p
+		}
+		err = tgt.Write(context.Background(), bytes.NewReader(data), size, sum[:])
+		tgt.Close()
+		if at < 0 {
+			if err != nil {
+				t.Errorf("no flip: Write = %v", err)
+			}
+			continue
+		}
+		if !errors.Is(err, ErrVerify) {
+			t.Errorf("flip at %d: Write err = %v, want ErrVerify", at, err)
+		}
+	}
+}
