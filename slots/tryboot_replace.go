@@ -16,7 +16,11 @@ import (
 // wraps the temporary file's writer (tests use it to cut writes short).
 func replaceFile(path string, data []byte, perm os.FileMode, wrap func(io.Writer) io.Writer) error {
 	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
+	// A leftover from an interrupted write is removed, not truncated.
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("replace %s: %w", path, err)
+	}
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
 	if err != nil {
 		return fmt.Errorf("replace %s: %w", path, err)
 	}
