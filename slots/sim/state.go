@@ -135,7 +135,11 @@ func writeState(dir string, st *state, tear int) error {
 	}
 	data = append(data, '\n')
 	tmp := filepath.Join(dir, tempName)
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	// A leftover from an interrupted write is removed, not truncated.
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("write sim state: %w", err)
+	}
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return fmt.Errorf("write sim state: %w", err)
 	}
