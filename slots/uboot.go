@@ -36,7 +36,8 @@ type UBoot struct {
 	tries   int
 	parts   map[string]int
 	names   []string
-	cmdline string // for Trial: which slot runs now; "" = unknown
+	cfg     *Config // for Trial: which slot runs now (ReadBooted)
+	cmdline string  // without cfg: kernel command line file; "" = unknown
 }
 
 // NewUBoot builds the U-Boot backend from cfg.Bootloader.UBoot.
@@ -64,7 +65,7 @@ func NewUBoot(cfg *Config) (*UBoot, error) {
 			}
 		}
 	}
-	return &UBoot{Store: store, scheme: u.Scheme, tries: u.Tries, parts: u.Parts, names: names, cmdline: cfg.Paths.Cmdline}, nil
+	return &UBoot{Store: store, scheme: u.Scheme, tries: u.Tries, parts: u.Parts, names: names, cfg: cfg}, nil
 }
 
 func (u *UBoot) known(slot string) error {
@@ -74,8 +75,16 @@ func (u *UBoot) known(slot string) error {
 	return nil
 }
 
-// booted is the running slot from the kernel command line, "" if unknown.
+// booted is the running slot from the kernel command line (including
+// root= matching when built from a config), "" if unknown.
 func (u *UBoot) booted() string {
+	if u.cfg != nil {
+		s, err := u.cfg.ReadBooted()
+		if err != nil {
+			return ""
+		}
+		return s
+	}
 	if u.cmdline == "" {
 		return ""
 	}
