@@ -217,8 +217,8 @@ func (c *Config) Validate() error {
 		return bad("verify", "%q, want auto, on or off", c.Verify)
 	}
 	for i, h := range c.Health.HTTP {
-		if !strings.HasPrefix(h.URL, "http://") && !strings.HasPrefix(h.URL, "https://") {
-			return bad(fmt.Sprintf("health.http[%d].url", i), "%q is not an http(s) URL", h.URL)
+		if !strings.HasPrefix(h.URL, "http://") {
+			return bad(fmt.Sprintf("health.http[%d].url", i), "%q is not an http:// URL", h.URL)
 		}
 		if h.Status == 0 {
 			c.Health.HTTP[i].Status = 200

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"strconv"
@@ -26,7 +25,6 @@ type Checker struct {
 	UptimeFile string        // /proc/uptime
 	Retry      time.Duration // pause between rounds; default 2s
 	Env        []string      // context for executables
-	Client     *http.Client  // default: a client without proxy
 	run        runner
 }
 
@@ -134,25 +132,17 @@ func (c *Checker) httpCheck(ctx context.Context, h HTTPCheck) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.URL, nil)
-	if err != nil {
-		return fmt.Errorf("%w: GET %s: %v", ErrHealth, h.URL, err)
-	}
-	client := c.Client
-	if client == nil {
-		client = &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
-	}
-	resp, err := client.Do(req)
+	resp, err := HTTPGet(ctx, h.URL, timeout)
 	if err != nil {
 		return fmt.Errorf("%w: GET %s: %v", ErrHealth, h.URL, err)
 	}
 	resp.Body.Close()
 	want := h.Status
 	if want == 0 {
-		want = http.StatusOK
+		want = 200
 	}
-	if resp.StatusCode != want {
-		return fmt.Errorf("%w: GET %s: status %d, want %d", ErrHealth, h.URL, resp.StatusCode, want)
+	if resp.Status != want {
+		return fmt.Errorf("%w: GET %s: status %d, want %d", ErrHealth, h.URL, resp.Status, want)
 	}
 	return nil
 }
