@@ -262,6 +262,11 @@ func TestMenderTransitions(t *testing.T) {
 		{menderEnv("3", "1", "1"), "B", "A", "", "B"},
 		{menderEnv("3", "1", "1"), "", "A", "", "B"},
 		{menderEnv("3", "0", "0"), "B", "B", "", ""},
+		// bootcount kept climbing (upgrade_available read too late by
+		// U-Boot): still an uncommitted trial, never a commit.
+		{menderEnv("3", "1", "5"), "B", "A", "", "B"},
+		// Back on A while upgrade_available is still 1: no trial running.
+		{menderEnv("3", "1", "2"), "A", "A", "", ""},
 	}
 	for i, tt := range states {
 		dir := t.TempDir()
