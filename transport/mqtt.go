@@ -263,7 +263,9 @@ func (c *Conn) up(cm *autopaho.ConnectionManager, ack *paho.Connack) {
 func (c *Conn) subscribe(cm *autopaho.ConnectionManager, filter string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.ConnectTimeout)
 	defer cancel()
-	ack, err := cm.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: 1}}})
+	// RetainHandling 1: a retained offer comes with a new subscription only,
+	// not again when the same filter is subscribed again on reconnect.
+	ack, err := cm.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: 1, RetainHandling: 1}}})
 	if ack != nil && (len(ack.Reasons) != 1 || ack.Reasons[0] >= 0x80) {
 		return fmt.Errorf("subscribe %s: %w (reason %#x)", filter, ErrRefused, ack.Reasons)
 	}
@@ -457,3 +459,7 @@ func Match(filter, topic string) bool {
 	}
 	return len(fs) == len(ts)
 }
+
+// Drop closes the network connection without a DISCONNECT, as a lost link
+// would; the Conn then reconnects by itself. For fault tests.
+func (c *Conn) Drop() { c.cm.TerminateConnectionForTest() }
