@@ -73,9 +73,13 @@
 //   - Write(ctx, r, size, sum): stream from offset 0 in 4 MiB writes, one
 //     goroutine reading the input and one hashing while the caller writes;
 //     writeback of each 32 MiB is started at once (sync_file_range) so the
-//     final fsync has little left. size -1 reads to EOF. Input longer than
-//     the slot is ErrTooLarge, shorter than size ErrShortInput, a sha256 of
-//     the stream other than sum ErrDigest; then Finish.
+//     final fsync has little left. With read-back on, each window is read
+//     back from the device (after its writeback finished and its cached
+//     pages were dropped) while later windows are still being written; the
+//     rest is read back after the final fsync, all into one sha256. size -1
+//     reads to EOF. Input longer than the slot is ErrTooLarge, shorter than
+//     size ErrShortInput, a sha256 of the stream other than sum ErrDigest, a
+//     read-back other than sum ErrVerify.
 //
 // # U-Boot environment
 //
