@@ -1,0 +1,126 @@
+package transport_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"math/rand/v2"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/autopatcher/autopatcher/transport"
+	"github.com/autopatcher/autopatcher/transport/transporttest"
+)
+
+// memSink is an in-memory io.WriterAt.
+type memSink []byte
+
+func (m memSink) WriteAt(p []byte, off int64) (int, error) { return copy(m[off:], p), nil }
+
+// BenchmarkTransfer fetches a 64 MiB component through the embedded broker
+// on loopback and compares it with a plain TCP copy of the same stored bytes
+// in the same run.
+func BenchmarkTransfer(b *testing.B) {
+	const size = 64 << 20
+	img := make([]byte, size)
+	rand.NewChaCha8([32]byte{5}).Read(img)
+	apb := build(b, "1.0.0", img)
+
+	br := transporttest.Start(b)
+	br.Add(transport.Hub, []byte("hub"))
+	br.Add("dev", []byte("dev"))
+	store := transporttest.NewStore()
+	m, digest, err := store.Add("o1", apb, trust)
+	if err != nil {
+		b.Fatal(err)
+	}
+	offers := &transport.OfferSet{}
+	offers.Add("dev", "o1", time.Time{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	hub := dialB(b, br.URL(), transport.Hub, "hub")
+	if err := transport.NewServer(hub, store, offers.Offered, transport.ServeOptions{Logger: quiet}).Start(ctx); err != nil {
+		b.Fatal(err)
+	}
+	dev := dialB(b, br.URL(), "dev", "dev")
+	f, err := transport.NewFetcher(dev, "dev", transport.FetchOptions{Logger: quiet})
+	if err != nil {
+		b.Fatal(err)
+	}
+	comp := &m.Components[0]
+	stored := comp.StoredSize()
+	out := make(memSink, size)
+
+	b.SetBytes(stored)
+	b.ResetTimer()
+	var mqttTime time.Duration
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		err := f.Fetch(ctx, transport.Request{Offer: "o1", Digest: digest, Comp: comp, Sink: out, Done: &transporttest.Progress{}})
+		mqttTime += time.Since(start)
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	if !bytes.Equal(out, img) {
+		b.Fatal("transferred image differs")
+	}
+	tcpTime := tcpCopy(b, apb[len(apb)-int(stored):], b.N)
+	mib := float64(stored) * float64(b.N) / (1 << 20)
+	mqtt := mib / mqttTime.Seconds()
+	tcp := mib / tcpTime.Seconds()
+	b.ReportMetric(mqtt, "MiB/s")
+	b.ReportMetric(tcp, "tcp-MiB/s")
+	b.ReportMetric(mqtt/tcp, "ratio")
+}
+
+func dialB(b *testing.B, url, id, pw string) *transport.Conn {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := transport.Dial(ctx, transport.Config{Servers: []string{url}, ClientID: id, Username: id, Password: []byte(pw), AllowPlain: true, Logger: quiet})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { c.Close() })
+	return c
+}
+
+// tcpCopy sends payload n times over a loopback TCP connection and returns
+// the time taken.
+func tcpCopy(b *testing.B, payload []byte, n int) time.Duration {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	got := make(chan int64, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			got <- -1
+			return
+		}
+		defer c.Close()
+		k, _ := io.Copy(io.Discard, c)
+		got <- k
+	}()
+	start := time.Now()
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := 0; i < n; i++ {
+		if _, err := c.Write(payload); err != nil {
+			b.Fatal(err)
+		}
+	}
+	c.Close()
+	k := <-got
+	d := time.Since(start)
+	if k != int64(len(payload)*n) {
+		b.Fatalf("tcp copy moved %d bytes, want %d", k, len(payload)*n)
+	}
+	return d
+}
