@@ -237,6 +237,9 @@ func (c *Config) Validate() error {
 		if cl.A.BootName == cl.B.BootName {
 			return fieldErr(f+".b.boot_name", "same as a (%q)", cl.A.BootName)
 		}
+		if first := c.BootNames(); !(first[0] == cl.A.BootName && first[1] == cl.B.BootName) {
+			return fieldErr(f, "boot names %s/%s differ from %s/%s of the other classes", cl.A.BootName, cl.B.BootName, first[0], first[1])
+		}
 	}
 	return nil
 }

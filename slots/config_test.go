@@ -64,6 +64,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"file size", "bootloader: {type: uboot}\nslots: {r: {a: {device: /x, type: file}, b: {device: /y}}}", "slots.r.a.size"},
 		{"dup device", "bootloader: {type: uboot}\nslots: {r: {a: {device: /x}, b: {device: /x}}}", "slots.r.b.device"},
 		{"dup boot name", "bootloader: {type: uboot}\nslots: {r: {a: {device: /x, boot_name: B}, b: {device: /y}}}", "slots.r.b.boot_name"},
+		{"classes disagree", "bootloader: {type: uboot}\nslots: {r: {a: {device: /x}, b: {device: /y}}, s: {a: {device: /z, boot_name: X}, b: {device: /w}}}", "slots.s"},
 		{"scheme", "bootloader: {type: uboot, uboot: {scheme: x}}\nslots: {r: {a: {device: /x}, b: {device: /y}}}", "bootloader.uboot.scheme"},
 		{"tries", "bootloader: {type: uboot, uboot: {tries: 12}}\nslots: {r: {a: {device: /x}, b: {device: /y}}}", "bootloader.uboot.tries"},
 		{"size", "bootloader: {type: uboot}\nslots: {r: {a: {device: /x, size: 12Q}, b: {device: /y}}}", "size"},
