@@ -22,16 +22,40 @@ func benchData(b *testing.B) []byte {
 	return data
 }
 
-// sha256Rate measures single-stream SHA-256 over data in MiB/s: the
-// physical reference every verifier must pay at least once per byte.
-func sha256Rate(data []byte) float64 {
+// benchRounds: the benchmark alternates the reference and the measured
+// operation this many times and keeps the best time of each, so that load
+// from other processes skews neither side of the ratio.
+const benchRounds = 3
+
+// sha256Time times single-stream SHA-256 over data: the physical reference
+// every verifier must pay at least once per byte.
+func sha256Time(data []byte) time.Duration {
 	start := time.Now()
 	h := sha256.New()
 	for off := 0; off < len(data); off += 1 << 20 {
 		h.Write(data[off:min(off+1<<20, len(data))])
 	}
 	h.Sum(nil)
-	return mibps(len(data), time.Since(start))
+	return time.Since(start)
+}
+
+// compare runs ref and op alternately benchRounds times per b.N iteration
+// and reports op's best rate, ref's best rate and their ratio.
+func compare(b *testing.B, n int, ref func() time.Duration, op func()) {
+	b.ResetTimer()
+	bestRef, bestOp := time.Duration(1<<62), time.Duration(1<<62)
+	for range b.N {
+		for range benchRounds {
+			bestRef = min(bestRef, ref())
+			start := time.Now()
+			op()
+			bestOp = min(bestOp, time.Since(start))
+		}
+	}
+	rate, refRate := mibps(n, bestOp), mibps(n, bestRef)
+	b.ReportMetric(rate, "MiB/s")
+	b.ReportMetric(refRate, "sha256-MiB/s")
+	b.ReportMetric(rate/refRate, "ratio")
 }
 
 func mibps(n int, d time.Duration) float64 { return float64(n) / (1 << 20) / d.Seconds() }
@@ -49,8 +73,9 @@ func benchManifest(comp Compression) *Manifest {
 }
 
 // BenchmarkVerify opens and fully verifies a 256 MiB random-data bundle held
-// in memory (every chunk and the whole-payload hash), and reports the rate as
-// a ratio to the same run's single-stream SHA-256 rate.
+// in memory (every chunk and the whole-payload hash), and reports the best
+// rate of benchRounds as a ratio to the best single-stream SHA-256 rate
+// measured alternately in the same run.
 func BenchmarkVerify(b *testing.B) {
 	data := benchData(b)
 	key := benchKey()
@@ -61,12 +86,7 @@ func BenchmarkVerify(b *testing.B) {
 	}
 	pub, _ := NewPublicKey(key.Public())
 	trust := &Trust{Keys: []PublicKey{pub}}
-	ref := sha256Rate(data)
-	b.SetBytes(benchSize)
-	b.ResetTimer()
-	var elapsed time.Duration
-	for range b.N {
-		start := time.Now()
+	compare(b, benchSize, func() time.Duration { return sha256Time(data) }, func() {
 		r, err := Open(bytes.NewReader(apb.Bytes()), trust)
 		if err != nil {
 			b.Fatal(err)
@@ -83,12 +103,7 @@ func BenchmarkVerify(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-		elapsed += time.Since(start)
-	}
-	rate := mibps(benchSize*b.N, elapsed)
-	b.ReportMetric(rate, "MiB/s")
-	b.ReportMetric(ref, "sha256-MiB/s")
-	b.ReportMetric(rate/ref, "ratio")
+	})
 }
 
 // BenchmarkBuild builds a signed bundle from 256 MiB of random data with
@@ -97,20 +112,10 @@ func BenchmarkVerify(b *testing.B) {
 func BenchmarkBuild(b *testing.B) {
 	data := benchData(b)
 	key := benchKey()
-	ref := sha256Rate(data)
 	dir := b.TempDir()
-	b.SetBytes(benchSize)
-	b.ResetTimer()
-	var elapsed time.Duration
-	for range b.N {
-		start := time.Now()
+	compare(b, benchSize, func() time.Duration { return sha256Time(data) }, func() {
 		if err := Build(context.Background(), io.Discard, benchManifest(CompressionZstd), []io.Reader{bytes.NewReader(data)}, []crypto.Signer{key}, BuildOptions{TempDir: dir}); err != nil {
 			b.Fatal(err)
 		}
-		elapsed += time.Since(start)
-	}
-	rate := mibps(benchSize*b.N, elapsed)
-	b.ReportMetric(rate, "MiB/s")
-	b.ReportMetric(ref, "sha256-MiB/s")
-	b.ReportMetric(rate/ref, "ratio")
+	})
 }

@@ -1,7 +1,6 @@
 package bundle
 
 import (
-	"bufio"
 	"context"
 	"crypto"
 	"crypto/sha256"
@@ -24,6 +23,9 @@ type BuildOptions struct {
 	Progress func(n int64)
 	// Workers hashing and compressing chunks in parallel (default GOMAXPROCS).
 	Workers int
+	// SpoolMemory is how many bytes of stored chunks are kept in memory
+	// before spilling to TempDir (default DefaultSpoolMemory).
+	SpoolMemory int64
 }
 
 var zstdEncoder = sync.OnceValues(func() (*zstd.Encoder, error) {
@@ -39,9 +41,14 @@ var zstdEncoder = sync.OnceValues(func() (*zstd.Encoder, error) {
 // Build writes a signed bundle to w. m describes the bundle and its
 // components (name, kind, slot or path, version, compression, depends);
 // Build fills in FormatVersion and each component's Size, SHA256 and Chunks
-// from payloads[i], the payload of m.Components[i]. The stored chunks are
-// spooled to a temporary file, because the manifest that precedes them needs
-// their sizes. With Ed25519 keys the output is a pure function of the inputs.
+// from payloads[i], the payload of m.Components[i]. The manifest precedes
+// the payload but needs its chunk table, so Build makes two passes: the
+// first chunks, hashes and compresses; the second writes. Chunks stored raw
+// are read again from a payload that is an io.ReaderAt and io.Seeker (a
+// file, a bytes.Reader), which must then not change during the build; every
+// other stored chunk is spooled (BuildOptions.SpoolMemory in memory, the rest
+// in a temporary file). With Ed25519 keys the output is a pure function of
+// the inputs.
 func Build(ctx context.Context, w io.Writer, m *Manifest, payloads []io.Reader, keys []crypto.Signer, opts BuildOptions) error {
 	if len(payloads) != len(m.Components) {
 		return fmt.Errorf("build bundle: %d payloads for %d components", len(payloads), len(m.Components))
@@ -49,22 +56,31 @@ func Build(ctx context.Context, w io.Writer, m *Manifest, payloads []io.Reader, 
 	if len(keys) == 0 {
 		return fmt.Errorf("build bundle: no signing key")
 	}
-	spool, err := os.CreateTemp(opts.TempDir, "apb-spool-*")
-	if err != nil {
-		return fmt.Errorf("build bundle: %w", err)
+	if opts.SpoolMemory <= 0 {
+		opts.SpoolMemory = DefaultSpoolMemory
 	}
-	defer os.Remove(spool.Name())
-	defer spool.Close()
-
+	sp := &spool{dir: opts.TempDir, limit: opts.SpoolMemory}
+	defer sp.close()
+	var pl plan
 	m.FormatVersion = FormatVersion
-	sw := bufio.NewWriterSize(spool, 1<<20)
+	readers := make([]io.ReaderAt, len(payloads))
+	var stats []fileStat
 	for i := range m.Components {
-		if err := chunkComponent(ctx, &m.Components[i], payloads[i], sw, opts); err != nil {
+		base := int64(-1)
+		if ra, ok := payloads[i].(io.ReaderAt); ok {
+			if sk, ok := payloads[i].(io.Seeker); ok {
+				if pos, err := sk.Seek(0, io.SeekCurrent); err == nil {
+					base, readers[i] = pos, ra
+				}
+			}
+		}
+		if f, ok := payloads[i].(*os.File); ok {
+			stats = append(stats, statOf(f))
+		}
+		out := chunkOut{spool: sp, plan: &pl, src: i, base: base}
+		if err := chunkComponent(ctx, &m.Components[i], payloads[i], out, opts); err != nil {
 			return fmt.Errorf("build bundle: component %q: %w", m.Components[i].Name, err)
 		}
-	}
-	if err := sw.Flush(); err != nil {
-		return fmt.Errorf("build bundle: %w", err)
 	}
 	if err := m.Validate(); err != nil {
 		return fmt.Errorf("build bundle: %w", err)
@@ -82,13 +98,43 @@ func Build(ctx context.Context, w io.Writer, m *Manifest, payloads []io.Reader, 
 	if err := writeHead(w, s); err != nil {
 		return fmt.Errorf("build bundle: %w", err)
 	}
-	if _, err := spool.Seek(0, io.SeekStart); err != nil {
-		return fmt.Errorf("build bundle: %w", err)
-	}
-	if _, err := io.Copy(w, spool); err != nil {
+	if err := pl.write(w, sp, readers); err != nil {
 		return fmt.Errorf("build bundle: write payload: %w", err)
 	}
+	// A file payload that changed between the passes would give a bundle
+	// whose chunks do not match its manifest.
+	k := 0
+	for i := range payloads {
+		if f, ok := payloads[i].(*os.File); ok {
+			if statOf(f) != stats[k] {
+				return fmt.Errorf("build bundle: component %q: source file changed during the build", m.Components[i].Name)
+			}
+			k++
+		}
+	}
 	return nil
+}
+
+type fileStat struct {
+	size  int64
+	mtime int64
+}
+
+func statOf(f *os.File) fileStat {
+	fi, err := f.Stat()
+	if err != nil {
+		return fileStat{-1, -1}
+	}
+	return fileStat{fi.Size(), fi.ModTime().UnixNano()}
+}
+
+// chunkOut is where chunkComponent puts stored chunks: raw chunks of a
+// re-readable payload (base >= 0) only go into the plan, others are spooled.
+type chunkOut struct {
+	spool *spool
+	plan  *plan
+	src   int
+	base  int64
 }
 
 // writeHead writes the fixed header and the signed section.
@@ -119,9 +165,9 @@ type chunkJob struct {
 }
 
 // chunkComponent splits r into chunks, hashes and compresses them on
-// several workers, appends the stored chunks to spool in order, and fills in
+// several workers, records the stored chunks in out in order, and fills in
 // c.Size, c.SHA256 and c.Chunks.
-func chunkComponent(ctx context.Context, c *Component, r io.Reader, spool io.Writer, opts BuildOptions) error {
+func chunkComponent(ctx context.Context, c *Component, r io.Reader, out chunkOut, opts BuildOptions) error {
 	if c.Compression == "" {
 		c.Compression = CompressionNone
 	}
@@ -149,12 +195,16 @@ func chunkComponent(ctx context.Context, c *Component, r io.Reader, spool io.Wri
 				j.chunk.SHA256 = sum[:]
 				j.chunk.Length = uint32(len(j.data))
 				j.stored = j.data
-				if enc != nil {
-					z := enc.EncodeAll(j.data, make([]byte, 0, len(j.data)))
+				if enc != nil && !incompressible(j.data) {
+					zb := pool.Get().(*[]byte)
+					z := enc.EncodeAll(j.data, (*zb)[:0])
 					if len(z) < len(j.data) {
 						j.stored = z
 						zs := sha256.Sum256(z)
 						j.chunk.StoredSHA256 = zs[:]
+					} else {
+						*zb = z[:0]
+						pool.Put(zb)
 					}
 				}
 				j.chunk.StoredLength = uint32(len(j.stored))
@@ -177,12 +227,21 @@ func chunkComponent(ctx context.Context, c *Component, r io.Reader, spool io.Wri
 				j.chunk.Offset = off
 				off += uint64(j.chunk.Length)
 				c.Chunks = append(c.Chunks, j.chunk)
-				if _, err := spool.Write(j.stored); err != nil {
-					werr = err
+				if out.base >= 0 && j.chunk.StoredSHA256 == nil {
+					out.plan.add(out.src, out.base+int64(j.chunk.Offset), int64(j.chunk.Length))
+				} else {
+					out.plan.add(-1, out.spool.n, int64(len(j.stored)))
+					if _, err := out.spool.Write(j.stored); err != nil {
+						werr = err
+					}
 				}
 			}
 			b := j.data[:0]
 			pool.Put(&b)
+			if j.chunk.StoredSHA256 != nil {
+				z := j.stored[:0]
+				pool.Put(&z)
+			}
 		}
 	}()
 

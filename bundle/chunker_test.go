@@ -141,3 +141,22 @@ func (r *oneByteReader) Read(p []byte) (int, error) {
 	r.b = r.b[n:]
 	return n, nil
 }
+
+func TestIncompressible(t *testing.T) {
+	tests := []struct {
+		name string
+		data []byte
+		want bool
+	}{
+		{"random", randBytes("entropy", 64<<10), true},
+		{"text", textBytes("entropy", 64<<10), false},
+		{"zeros", make([]byte, 64<<10), false},
+		{"short random", randBytes("entropy", 100), false},
+		{"random with a zero half", append(randBytes("entropy", 32<<10), make([]byte, 32<<10)...), false},
+	}
+	for _, tc := range tests {
+		if got := incompressible(tc.data); got != tc.want {
+			t.Errorf("incompressible(%s) = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

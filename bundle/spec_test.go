@@ -196,3 +196,72 @@ func TestCountersign(t *testing.T) {
 		t.Errorf("countersigning a truncated bundle: %v, want ErrTruncated", err)
 	}
 }
+
+// onlyReader hides every method but Read.
+type onlyReader struct{ r io.Reader }
+
+func (o onlyReader) Read(p []byte) (int, error) { return o.r.Read(p) }
+
+func TestBuildPayloadSources(t *testing.T) {
+	data := append(randBytes("src", 700<<10), textBytes("src", 500<<10)...)
+	build := func(p io.Reader, spoolMem int64) []byte {
+		var out bytes.Buffer
+		m := benchManifest(CompressionZstd)
+		if err := Build(context.Background(), &out, m, []io.Reader{p}, []crypto.Signer{vendorKey}, BuildOptions{TempDir: t.TempDir(), SpoolMemory: spoolMem}); err != nil {
+			t.Fatal(err)
+		}
+		return out.Bytes()
+	}
+	want := build(bytes.NewReader(data), 0)
+	offset := bytes.NewReader(append([]byte("skip"), data...))
+	offset.Seek(4, io.SeekStart)
+	for name, got := range map[string][]byte{
+		"plain reader":            build(onlyReader{bytes.NewReader(data)}, 0),
+		"spool spills to file":    build(onlyReader{bytes.NewReader(data)}, 1024),
+		"reader at an offset":     build(offset, 1024),
+		"re-readable, tiny spool": build(bytes.NewReader(data), 1),
+	} {
+		if !bytes.Equal(got, want) {
+			t.Errorf("%s: bundle differs from the one built from a bytes.Reader", name)
+		}
+	}
+	got, err := readAll(want, trustOf(t, vendorKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got["rootfs"], data) {
+		t.Errorf("payload does not read back")
+	}
+}
+
+func TestBuildSourceChanged(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "img")
+	os.WriteFile(p, randBytes("changed", 300<<10), 0o644)
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	m := benchManifest(CompressionNone)
+	w := &changeOnWrite{path: p}
+	err = Build(context.Background(), w, m, []io.Reader{f}, []crypto.Signer{vendorKey}, BuildOptions{TempDir: dir})
+	if err == nil || !strings.Contains(err.Error(), "changed during the build") {
+		t.Errorf("Build with a source changing under it: %v, want a changed error", err)
+	}
+}
+
+// changeOnWrite rewrites the source file when the header is written, i.e.
+// between the two passes.
+type changeOnWrite struct {
+	path    string
+	changed bool
+}
+
+func (c *changeOnWrite) Write(p []byte) (int, error) {
+	if !c.changed {
+		c.changed = true
+		os.WriteFile(c.path, randBytes("other", 200<<10), 0o644)
+	}
+	return len(p), nil
+}
