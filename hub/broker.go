@@ -62,6 +62,8 @@ type Broker struct {
 	log    *slog.Logger
 	subID  atomic.Int64
 	closed atomic.Bool
+	// Metrics counts the hub's messages through the inline client.
+	Metrics transport.Metrics
 }
 
 // NewBroker creates and starts the broker.
@@ -159,7 +161,11 @@ func (b *Broker) publish(topic string, p []byte, retain bool) error {
 	if b.closed.Load() {
 		return transport.ErrClosed
 	}
-	return b.srv.Publish(topic, p, retain, 1)
+	if err := b.srv.Publish(topic, p, retain, 1); err != nil {
+		return err
+	}
+	b.Metrics.Published.Add(1)
+	return nil
 }
 
 // Receive delivers messages on ch from every device to fn, synchronously in the
@@ -169,14 +175,19 @@ func (b *Broker) Receive(ch transport.Channel, fn func(device string, m transpor
 	return b.srv.Subscribe(transport.Filter(ch), id, func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
 		device, got, err := transport.ParseTopic(pk.TopicName)
 		if err != nil || got != ch {
+			b.Metrics.Dropped.Add(1)
+			b.Metrics.Unknown.Add(1)
 			b.log.Warn("dropped message on unexpected topic", "topic", pk.TopicName)
 			return
 		}
 		m, err := transport.Decode(ch, pk.Payload)
 		if err != nil {
+			b.Metrics.Dropped.Add(1)
+			b.Metrics.Malformed.Add(1)
 			b.log.Warn("dropped malformed message", "device", device, "channel", ch, "err", err)
 			return
 		}
+		b.Metrics.Received.Add(1)
 		fn(device, m)
 	})
 }
