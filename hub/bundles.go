@@ -24,7 +24,7 @@ type UploadStats struct {
 	Chunks     int   `json:"chunks"`      // chunks in the bundle
 	NewChunks  int   `json:"new_chunks"`  // chunks not already stored by another bundle
 	NewBytes   int64 `json:"new_bytes"`   // bytes written to the chunk store
-	Deduped    int64 `json:"dedup_bytes"` // stored bytes shared with bundles already present
+	Deduped    int64 `json:"dedup_bytes"` // stored bytes already in the chunk store (earlier bundles or repeats within this one)
 	Components int   `json:"components"`
 }
 

@@ -122,7 +122,7 @@ func upload(ctx context.Context, c *client, path string, asJSON bool, stdout, st
 	if asJSON {
 		return printJSON(stdout, resp)
 	}
-	fmt.Fprintf(stdout, "uploaded %s@%s: %d chunks, %d new (%d bytes), %d bytes shared with other bundles\n",
+	fmt.Fprintf(stdout, "uploaded %s@%s: %d chunks, %d new (%d bytes), %d bytes already stored (deduplicated)\n",
 		resp.Bundle.Name, resp.Bundle.Version, resp.Stats.Chunks, resp.Stats.NewChunks, resp.Stats.NewBytes, resp.Stats.Deduped)
 	return nil
 }
