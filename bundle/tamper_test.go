@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 )
 
 func flip(b []byte, i int) []byte {
@@ -410,3 +411,38 @@ func TestDecompressionBomb(t *testing.T) {
 var _ crypto.Signer = vendorKey
 
 func sha(b []byte) []byte { s := sha256.Sum256(b); return s[:] }
+
+func TestTamperChunkTable(t *testing.T) {
+	// Flip one byte of a chunk's hash and of its length inside the signed
+	// manifest: the signature no longer covers it.
+	b := buildSpec(t, mediumSpec(t.TempDir(), "table"), vendorKey)
+	info, err := Inspect(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := info.Manifest.Components[0].Chunks[1]
+	at := bytes.Index(b, ch.SHA256)
+	if at < 0 {
+		t.Fatal("chunk hash not found in the file")
+	}
+	for _, i := range []int{at, at + 31, at - 3} {
+		if _, err := readAll(flip(b, i), trustOf(t, vendorKey)); !errors.Is(err, ErrSignature) {
+			t.Errorf("chunk table byte %d flipped: %v, want ErrSignature", i, err)
+		}
+	}
+}
+
+func TestExpired(t *testing.T) {
+	m := &Manifest{Created: 100, Expires: 200}
+	for _, tc := range []struct {
+		now  int64
+		want bool
+	}{{150, false}, {200, true}, {300, true}} {
+		if got := m.Expired(time.Unix(tc.now, 0)); got != tc.want {
+			t.Errorf("Expired(%d) = %v, want %v", tc.now, got, tc.want)
+		}
+	}
+	if (&Manifest{Created: 100}).Expired(time.Unix(1<<40, 0)) {
+		t.Errorf("a manifest without expiry expired")
+	}
+}
