@@ -1,1 +1,140 @@
+// Package device is AutoPatcher's on-device update engine, run by the
+// autopatchd daemon. It turns a verified bundle into a committed A/B slot
+// or a clean rollback, and survives a power cut at any instant.
+//
+// # State machine
+//
+// An update moves through these states (type State); each is persisted
+// before the step that follows it:
+//
+//		idle ─Install─▶ verifying ─▶ writing ─▶ written ─▶ try-set ─▶ rebooting
+//		                  │ bad bundle: error, nothing changed          │ (policy: now | window | hub)
+//		                  ▼                                             ▼ boot
+//		               abandoned ◀─ interrupted / cancelled          trial ─▶ committing ─▶ committed
+//		                                                               │ checks fail
+//		                                                               ▼
+//		                          rolled-back ◀─ boot of the old slot ─ failed (mark bad, reboot)
+//
+//	  - verifying: bundle.Open checks the signatures with the trust store
+//	    before the manifest is decoded; then the hardware id, the expiry, the
+//	    security version against the anti-rollback counter, the bundle's
+//	    requires and every component's depends (semver) against the installed
+//	    versions. The components are ordered so that each comes after the
+//	    components of the bundle it depends on (a cycle or a missing
+//	    dependency is an error before anything is written). A dry run stops
+//	    here, after reading and verifying every chunk, and returns the plan.
+//	  - writing: the components are written in that order. Images go into
+//	    the inactive slot of their class (never the booted one), packages
+//	    (tar) are unpacked into a new version directory
+//	    <packages>/<path>/<version>-<sha8>/, files are written next to their
+//	    target as <path>.ap-new. Progress is tracked in install.json, not in
+//	    state.json, so a bundle found bad midway (a corrupt chunk) leaves
+//	    state.json untouched; what it staged is removed.
+//	  - written: everything is fsynced and, where configured, read back and
+//	    compared with the component's sha256. state.json takes over.
+//	  - try-set: the bootloader tries the target slot once on the next boot
+//	    (one Try for the whole bundle: every image targets the same boot name).
+//	  - rebooting: pre-reboot.d hooks, then the reboot, now or when the
+//	    maintenance window opens or when the hub says so (RebootNow).
+//	  - trial: booted on the target slot. The watchdog (/dev/watchdog, or
+//	    systemd's when WATCHDOG_USEC is set) is petted while the health checks
+//	    run within health.deadline.
+//	  - committing: the bootloader commits the slot, package current links
+//	    and staged files are switched, the anti-rollback counter is raised,
+//	    installed versions and the chunk index of the slot are recorded;
+//	    then post-commit.d. Every part is idempotent, so a commit cut short by
+//	    a power loss is redone at the next start.
+//	  - failed: a check failed (or the operator said mark-bad): the slot is
+//	    marked bad, on-rollback.d runs, the device reboots into the old slot.
+//	  - rolled-back: booted on the old slot while a trial was under way
+//	    (hang, crash, watchdog reset, failed checks, power loss before the
+//	    commit): staged packages and files are removed, the reason recorded.
+//
+// A bundle whose components are all packages or files needs no reboot: it
+// goes from written straight to committing. One bundle is one transaction:
+// its images, packages and files commit or roll back together. Installing
+// the committed bundle again is a no-op ("already-installed"). At most 64
+// steps are taken per bundle; a runaway update is failed or abandoned.
+//
+// # Persisted state
+//
+// <data_dir>/state.json (Record) holds the state, the bundle under way
+// (name, version, security version, sha256 of the signed manifest), the
+// target and previous slot, per-component progress, the anti-rollback
+// counter, the installed component versions, the chunk index of every slot
+// the engine installed (ChunkIndex, for delta transfers), and the last
+// result with its reason. It is replaced atomically: state.json.tmp,
+// fsync, the old file hard-linked to state.json.prev, rename, fsync of the
+// directory. A state.json that does not parse is reported (ErrCorruptState)
+// and the previous copy is used. <data_dir>/install.json is the journal of
+// a write in progress; <data_dir>/lock serialises the daemon and the
+// command line.
+//
+// # Configuration (device.yaml)
+//
+// Every field, with its default:
+//
+//	data_dir: /var/lib/autopatcher       # state.json, install.json, packages/
+//	slots: /etc/autopatcher/slots.yaml   # slot and bootloader config (slots.LoadConfig)
+//	hardware_id: ""                      # must appear in a bundle's compatible list (required)
+//	file_root: /                         # file components are installed below this root
+//	packages: ""                         # package dir; "" = <data_dir>/packages
+//	installed: {}                        # versions present in the factory image, e.g. {base: 1.0.0}
+//	trust:
+//	  keys: [/etc/autopatcher/keys/vendor.pub]  # PEM public keys (Ed25519 or P-256)
+//	  threshold: 1                       # distinct trusted signatures required
+//	  revoked: []                        # key ids that no longer count
+//	health:
+//	  deadline: 5m                       # all checks must pass within this, else rollback
+//	  dir: /etc/autopatcher/health.d     # executables, run in lexical order
+//	  timeout: 30s                       # per executable (and default per HTTP check)
+//	  http: []                           # [{url: http://127.0.0.1:8080/health, status: 200, timeout: 30s}]
+//	  units: []                          # systemd units that must be active
+//	  systemctl: systemctl               # the systemctl binary
+//	  min_uptime: 0s                     # the trial must have been up this long
+//	  uptime_file: /proc/uptime
+//	watchdog:
+//	  device: /dev/watchdog              # "" = none
+//	  timeout: 60s                       # set with WDIOC_SETTIMEOUT; petted every timeout/3
+//	  systemd: null                      # null = systemd's watchdog when WATCHDOG_USEC is set; true/false forces
+//	hooks:
+//	  dir: /etc/autopatcher/hooks        # pre-install.d post-install.d pre-reboot.d post-commit.d on-rollback.d
+//	  timeout: 60s                       # per hook
+//	reboot:
+//	  policy: now                        # now | window | hub
+//	  window: ""                         # "02:00-04:00", "sat,sun 01:00-05:00" or cron-like "0 3 * * 1-5 2h"
+//	  time_zone: Local                   # IANA zone of the window
+//	  command: [systemctl, reboot]
+//	verify: auto                         # read-back after writing: auto (per slot, on for block devices) | on | off
+//	install:
+//	  url_allowlist: []                  # hosts that `install http://...` may fetch from
+//	  timeout: 30m
+//	user: ""                             # run hooks and health checks as this user (name or uid)
+//	self_update:
+//	  binary: ""                         # reserved: path of autopatchd when installed as a package
+//	  deadline: 2m
+//
+// Durations are Go durations ("90s", "5m") or plain seconds.
+//
+// # Hooks and health checks
+//
+// Hooks are executables in the hook directories, run in lexical order
+// (hidden files and names ending in ~ are skipped) with a timeout, in their
+// own process group, optionally as the configured user. They get the
+// context in the environment: AP_HOOK, AP_STATE, AP_DATA_DIR, AP_BUNDLE,
+// AP_VERSION, AP_SECURITY_VERSION, AP_DIGEST, AP_SLOT (target), AP_FROM_SLOT,
+// AP_REASON (on rollback), AP_COMPONENTS ("name=version ..."). A failing
+// pre-install hook aborts the install before anything is written; the
+// others are logged. Health-check executables get the same variables with
+// AP_HOOK=health; checks are retried every 2s until all pass or the
+// deadline ends, and the last failure, naming the check, is the reason of
+// the rollback.
+//
+// # Data path
+//
+// Install reads the bundle file at the chunk offsets of bundle.Layout: a
+// reader goroutine, a verify goroutine (sha256 and zstd per chunk) and the
+// writer overlap, with at most four chunk buffers in flight, so memory does
+// not grow with the image. Input that cannot be read at random offsets
+// (stdin, a URL) is first spooled to the data dir.
 package device

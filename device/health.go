@@ -50,14 +50,21 @@ func (c *Checker) Run(ctx context.Context) error {
 	if retry <= 0 {
 		retry = 2 * time.Second
 	}
+	var last error
 	for {
 		err := c.round(ctx)
 		if err == nil {
 			return nil
 		}
+		if ctx.Err() != nil && last != nil {
+			// The deadline cut this round short; the previous round's
+			// failure is the one that says what is wrong.
+			return last
+		}
+		last = err
 		select {
 		case <-ctx.Done():
-			return err
+			return last
 		case <-time.After(retry):
 		}
 	}

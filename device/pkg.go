@@ -49,6 +49,7 @@ func unpack(r io.Reader, dst string, limit uint64) error {
 	tr := tar.NewReader(r)
 	var total uint64
 	var dirs []string
+	links := map[string]bool{} // symlinks made so far: nothing is written through them
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
@@ -63,6 +64,11 @@ func unpack(r io.Reader, dst string, limit uint64) error {
 		}
 		if err := localName(h.Name); err != nil {
 			return fmt.Errorf("unpack entry: %w", err)
+		}
+		for d := path.Dir(name); d != "."; d = path.Dir(d) {
+			if links[d] {
+				return fmt.Errorf("unpack %s: %w: parent %s is a symlink", name, ErrUnsafePath, d)
+			}
 		}
 		mode := os.FileMode(h.Mode).Perm()
 		switch h.Typeflag {
@@ -107,6 +113,7 @@ func unpack(r io.Reader, dst string, limit uint64) error {
 			if err := root.Symlink(target, name); err != nil {
 				return fmt.Errorf("unpack %s: %w", name, err)
 			}
+			links[name] = true
 		case tar.TypeLink:
 			if err := localName(h.Linkname); err != nil {
 				return fmt.Errorf("unpack %s: hard link: %w", name, err)
