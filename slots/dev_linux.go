@@ -36,3 +36,22 @@ func waitWriteback(f *os.File, off, n int64) {
 // openExclusive opens a block device with O_EXCL, which Linux refuses with
 // EBUSY while the device is mounted or claimed.
 const openExclusive = unix.O_EXCL
+
+// directAlign is the alignment of O_DIRECT offsets and lengths used here
+// (a page: a multiple of every logical block size).
+const directAlign = 4096
+
+// openDirect opens path for reading with O_DIRECT (fails on filesystems
+// without it, such as tmpfs).
+func openDirect(path string) (*os.File, error) {
+	return os.OpenFile(path, os.O_RDONLY|unix.O_DIRECT, 0)
+}
+
+// alignedBuf returns n bytes of page-aligned memory and its release.
+func alignedBuf(n int) ([]byte, func()) {
+	b, err := unix.Mmap(-1, 0, n, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANON|unix.MAP_PRIVATE)
+	if err != nil {
+		return make([]byte, n), func() {}
+	}
+	return b, func() { _ = unix.Munmap(b) }
+}

@@ -10,3 +10,8 @@ func startWriteback(f *os.File, off, n int64) {}
 func waitWriteback(f *os.File, off, n int64)  {}
 
 const openExclusive = 0
+
+const directAlign = 4096
+
+func openDirect(path string) (*os.File, error) { return nil, os.ErrInvalid }
+func alignedBuf(n int) ([]byte, func())        { return make([]byte, n), func() {} }

@@ -78,8 +78,15 @@
 //     pages were dropped) while later windows are still being written; the
 //     rest is read back after the final fsync, all into one sha256. size -1
 //     reads to EOF. Input longer than the slot is ErrTooLarge, shorter than
-//     size ErrShortInput, a sha256 of the stream other than sum ErrDigest, a
-//     read-back other than sum ErrVerify.
+//     size ErrShortInput. Without read-back the stream is hashed while it is
+//     written and a sha256 other than sum is ErrDigest; with read-back only
+//     the read-back is hashed (one pass, not two) and any mismatch, of the
+//     input or of the device, is ErrVerify.
+//
+// Read-back reads through a second O_DIRECT handle on the device when the
+// filesystem supports it (page-aligned buffers, whole pages), so the bytes
+// come from the device and not the page cache; elsewhere (tmpfs) it drops
+// the cached pages with posix_fadvise first.
 //
 // # U-Boot environment
 //

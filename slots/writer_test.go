@@ -66,6 +66,11 @@ func TestWriteRefusals(t *testing.T) {
 	if err := c.Write(ctx, cl.B, bytes.NewReader(data), 4096, bad[:]); !errors.Is(err, ErrDigest) {
 		t.Errorf("wrong digest: err = %v, want ErrDigest", err)
 	}
+	v := true
+	cl.B.Verify = &v
+	if err := c.Write(ctx, cl.B, bytes.NewReader(data), 4096, bad[:]); !errors.Is(err, ErrVerify) {
+		t.Errorf("wrong digest with read-back: err = %v, want ErrVerify", err)
+	}
 	tgt, err := c.OpenTarget(cl.B)
 	if err != nil {
 		t.Fatal(err)
