@@ -73,7 +73,7 @@ func NewBroker(cfg BrokerConfig) (*Broker, error) {
 	}
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumSessionExpiryInterval = 7 * 24 * 3600
-	caps.MaximumClientWritesPending = 256 // a Get is answered with at most MaxWindow chunks; 8 bytes per slot per client
+	caps.MaximumClientWritesPending = 2 * transport.MaxWindow // room for a full window of chunks; 8 bytes per slot per client
 	srv := mqtt.New(&mqtt.Options{
 		InlineClient: true,
 		Capabilities: caps,

@@ -1,7 +1,6 @@
 package hub
 
 import (
-	"bytes"
 	"context"
 	"encoding/hex"
 	"errors"
@@ -14,17 +13,14 @@ import (
 	"github.com/autopatcher/autopatcher/transport"
 )
 
-// MaxWindow caps how many chunks the hub sends for one Get, whatever the device asks.
-const MaxWindow = 64
-
 // activeOffer is the offer a device may fetch chunks for, with its chunk table.
 type activeOffer struct {
 	dep      int64
+	device   string
 	id       string
 	digest   []byte
 	manifest []byte
 	keys     [][]string // component → chunk index → chunk key
-	last     string     // last recorded step state
 }
 
 // OfferID is the offer id the hub uses for deployment id.
@@ -80,7 +76,7 @@ func (h *Hub) Deploy(ctx context.Context, actor, name, version, device string) (
 		}
 	}
 	digest, _ := hex.DecodeString(rec.Digest)
-	ao := &activeOffer{dep: dep.ID, id: OfferID(dep.ID), digest: digest, manifest: rec.Manifest, keys: chunkTable(chunks), last: DeployOffered}
+	ao := &activeOffer{dep: dep.ID, device: device, id: OfferID(dep.ID), digest: digest, manifest: rec.Manifest, keys: chunkTable(chunks)}
 	var size uint64
 	for _, c := range chunks {
 		size += uint64(c.Size)
@@ -97,7 +93,11 @@ func (h *Hub) Deploy(ctx context.Context, actor, name, version, device string) (
 		Policy:   transport.Policy{Reboot: transport.RebootNow},
 	}
 	h.mu.Lock()
+	if cur := h.offers[device]; cur != nil {
+		delete(h.byID, cur.id)
+	}
 	h.offers[device] = ao
+	h.byID[ao.id] = ao
 	h.mu.Unlock()
 	if err := h.send(device, offer); err != nil {
 		h.store.AddStep(ctx, dep.ID, Step{State: DeployFailed, Detail: "publish offer: " + err.Error()})
@@ -122,7 +122,8 @@ func chunkTable(refs []ChunkRef) [][]string {
 	return t
 }
 
-// offerFor returns the device's active offer, loading it from the store after a restart.
+// offerFor returns the device's active offer (nil when none), loading it from the
+// store after a restart.
 func (h *Hub) offerFor(ctx context.Context, device string) (*activeOffer, error) {
 	h.mu.Lock()
 	ao := h.offers[device]
@@ -134,7 +135,35 @@ func (h *Hub) offerFor(ctx context.Context, device string) (*activeOffer, error)
 	if err != nil || len(deps) == 0 {
 		return nil, err
 	}
-	dep := deps[0]
+	return h.loadOffer(ctx, &deps[0])
+}
+
+// offerByID returns the active offer with id offerID, or nil.
+func (h *Hub) offerByID(ctx context.Context, offerID string) (*activeOffer, error) {
+	h.mu.Lock()
+	ao := h.byID[offerID]
+	h.mu.Unlock()
+	if ao != nil {
+		return ao, nil
+	}
+	id, ok := parseOfferID(offerID)
+	if !ok {
+		return nil, nil
+	}
+	dep, err := h.store.Deployment(ctx, id)
+	if errors.Is(err, ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if Final(dep.State) {
+		return nil, nil
+	}
+	return h.loadOffer(ctx, dep)
+}
+
+func (h *Hub) loadOffer(ctx context.Context, dep *Deployment) (*activeOffer, error) {
 	rec, err := h.store.Bundle(ctx, dep.Bundle, dep.Version)
 	if err != nil {
 		return nil, err
@@ -144,77 +173,86 @@ func (h *Hub) offerFor(ctx context.Context, device string) (*activeOffer, error)
 		return nil, err
 	}
 	digest, _ := hex.DecodeString(rec.Digest)
-	ao = &activeOffer{dep: dep.ID, id: OfferID(dep.ID), digest: digest, manifest: rec.Manifest, keys: chunkTable(chunks), last: dep.State}
+	ao := &activeOffer{dep: dep.ID, device: dep.Device, id: OfferID(dep.ID), digest: digest, manifest: rec.Manifest, keys: chunkTable(chunks)}
 	h.mu.Lock()
-	if h.offers[device] == nil {
-		h.offers[device] = ao
-	} else {
-		ao = h.offers[device]
+	defer h.mu.Unlock()
+	if cur := h.offers[dep.Device]; cur != nil {
+		if cur.dep >= ao.dep {
+			return cur, nil
+		}
+		delete(h.byID, cur.id)
 	}
-	h.mu.Unlock()
+	h.offers[dep.Device] = ao
+	h.byID[ao.id] = ao
 	return ao, nil
 }
 
-// onGet serves the signed manifest or chunks of the device's active offer, and
-// nothing else: a request for any other offer is answered with "not-offered".
-func (h *Hub) onGet(ctx context.Context, device string, m transport.Message) {
-	g := m.(*transport.Get)
-	reply := func(d *transport.Data) {
-		d.Offer, d.Seq = g.Offer, g.Seq
-		if err := h.send(device, d); err != nil {
-			h.log.Error("publish data", "device", device, "err", err)
-		}
-	}
-	refuse := func(kind transport.ErrorKind, detail string) {
-		h.log.Info("chunk request refused", "device", device, "offer", g.Offer, "kind", kind, "detail", detail)
-		reply(&transport.Data{Comp: g.Comp, Index: g.Base, Err: kind, Detail: detail})
-	}
+// offered is the chunk server's gate: offerID is the active offer of device, and
+// the device is accepted.
+func (h *Hub) offered(device, offerID string) bool {
+	ctx := context.Background()
 	d, err := h.store.Device(ctx, device)
 	if err != nil || d.Status != StatusAccepted {
-		refuse(transport.KindNotOffered, "device not accepted")
-		return
+		return false
 	}
 	ao, err := h.offerFor(ctx, device)
+	return err == nil && ao != nil && ao.id == offerID
+}
+
+// chunkSource is the transport.ChunkStore of the chunk server: the stored bytes of
+// active offers, read from the chunk directory.
+type chunkSource struct{ h *Hub }
+
+func (c chunkSource) Manifest(offerID string) ([]byte, error) {
+	ao, err := c.h.offerByID(context.Background(), offerID)
 	if err != nil {
-		refuse(transport.KindInternal, "read store")
-		return
+		return nil, err
 	}
-	if ao == nil || ao.id != g.Offer || (len(g.Digest) > 0 && !bytes.Equal(g.Digest, ao.digest)) {
-		refuse(transport.KindNotOffered, "no such offer for this device")
-		return
+	if ao == nil {
+		return nil, fmt.Errorf("offer %s: %w", offerID, transport.ErrNotFound)
 	}
-	if g.Manifest {
-		reply(&transport.Data{Manifest: true, Bytes: ao.manifest})
-		return
+	return ao.manifest, nil
+}
+
+func (c chunkSource) Chunk(offerID string, comp, idx int) ([]byte, error) {
+	ao, err := c.h.offerByID(context.Background(), offerID)
+	if err != nil {
+		return nil, err
 	}
-	if int(g.Comp) >= len(ao.keys) {
-		refuse(transport.KindNotFound, fmt.Sprintf("component %d of %d", g.Comp, len(ao.keys)))
-		return
+	if ao == nil {
+		return nil, fmt.Errorf("offer %s: %w", offerID, transport.ErrNotFound)
 	}
-	keys := ao.keys[g.Comp]
-	window := int(g.Window)
-	if window <= 0 || window > MaxWindow {
-		window = MaxWindow
+	if comp < 0 || comp >= len(ao.keys) || idx < 0 || idx >= len(ao.keys[comp]) {
+		return nil, fmt.Errorf("offer %s: component %d chunk %d: %w", offerID, comp, idx, transport.ErrNotFound)
 	}
-	sent := 0
-	for i := 0; i < len(g.Bitmap)*8 && sent < window; i++ {
-		if g.Bitmap[i/8]&(1<<(i%8)) == 0 {
-			continue
+	b, err := c.h.opt.Chunks.Get(ao.keys[comp][idx])
+	if errors.Is(err, ErrNotFound) {
+		return nil, fmt.Errorf("offer %s: component %d chunk %d missing from the chunk store", offerID, comp, idx)
+	}
+	return b, err
+}
+
+// busLink lets the transport's chunk Server publish and subscribe through a Bus.
+type busLink struct{ bus Bus }
+
+func (l busLink) Publish(_ context.Context, topic string, m transport.Message) error {
+	device, _, err := transport.ParseTopic(topic)
+	if err != nil {
+		return err
+	}
+	return l.bus.Send(device, m)
+}
+
+func (l busLink) Subscribe(filter string, fn transport.Handler) error {
+	if filter != transport.Filter(transport.ChGet) {
+		return fmt.Errorf("subscribe %s: the hub routes only chunk requests to the chunk server", filter)
+	}
+	return l.bus.Receive(transport.ChGet, func(device string, m transport.Message) {
+		topic, err := transport.Topic(device, transport.ChGet)
+		if err == nil {
+			fn(topic, m)
 		}
-		idx := int(g.Base) + i
-		if idx >= len(keys) {
-			refuse(transport.KindNotFound, fmt.Sprintf("component %d chunk %d of %d", g.Comp, idx, len(keys)))
-			return
-		}
-		b, err := h.opt.Chunks.Get(keys[idx])
-		if err != nil {
-			h.log.Error("read chunk", "key", keys[idx], "err", err)
-			refuse(transport.KindInternal, "read chunk")
-			return
-		}
-		reply(&transport.Data{Comp: g.Comp, Index: uint32(idx), Bytes: b})
-		sent++
-	}
+	})
 }
 
 // onStatus records a device's progress on its deployment. A new state becomes a
@@ -293,6 +331,7 @@ func (h *Hub) withdraw(device string, depID int64) {
 	h.mu.Lock()
 	if ao := h.offers[device]; ao != nil && ao.dep == depID {
 		delete(h.offers, device)
+		delete(h.byID, ao.id)
 	}
 	bus := h.bus
 	h.mu.Unlock()

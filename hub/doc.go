@@ -47,9 +47,10 @@
 // Deploy (POST /api/v1/deployments) offers NAME@VERSION to one accepted,
 // hardware-compatible device: it stores a deployment (state "offered"), cancels
 // an earlier active one, and publishes a retained transport.Offer with id
-// "dep-N" on ap/v1/d/{device}/offer. The hub answers Get requests on
-// ap/v1/d/{device}/get only for that device's active offer (else Data with
-// error kind "not-offered"): the signed manifest, or up to min(Window, 64)
+// "dep-N" on ap/v1/d/{device}/offer. Get requests on ap/v1/d/{device}/get are
+// answered by a transport.Server reading the chunk directory, and only for that
+// device's active offer while the device is accepted (else Data with error kind
+// "not-offered"): the signed manifest, or up to min(Window, transport.MaxWindow)
 // stored chunks named by the request's bitmap. Each Status whose state differs
 // from the last recorded one becomes a step; a Status with a Result ends the
 // deployment (succeeded, rolled-back or failed) and withdraws the retained offer.

@@ -40,8 +40,14 @@ type Hub struct {
 
 	mu  sync.Mutex
 	bus Bus
-	// offers caches, per device, the active offer and its chunk table.
+	// offers caches, per device, the active offer and its chunk table; byID the same by offer id.
 	offers map[string]*activeOffer
+	byID   map[string]*activeOffer
+
+	ctx    context.Context // lives until Close: the chunk server's workers
+	cancel context.CancelFunc
+	// Chunks serves devices' chunk requests (transport.Server over the chunk directory).
+	Chunks *transport.Server
 }
 
 // New creates a Hub. Attach it to a Bus with Attach before devices connect.
@@ -52,7 +58,15 @@ func New(opt Options) (*Hub, error) {
 	if opt.Log == nil {
 		opt.Log = slog.Default()
 	}
-	return &Hub{opt: opt, store: opt.Store, log: opt.Log, offers: map[string]*activeOffer{}}, nil
+	h := &Hub{opt: opt, store: opt.Store, log: opt.Log, offers: map[string]*activeOffer{}, byID: map[string]*activeOffer{}}
+	h.ctx, h.cancel = context.WithCancel(context.Background())
+	return h, nil
+}
+
+// Close stops the chunk server's workers.
+func (h *Hub) Close() error {
+	h.cancel()
+	return nil
 }
 
 // Store returns the hub's store.
@@ -66,7 +80,6 @@ func (h *Hub) Attach(bus Bus) error {
 	handlers := map[transport.Channel]func(ctx context.Context, device string, m transport.Message){
 		transport.ChHello:  h.onHello,
 		transport.ChStatus: h.onStatus,
-		transport.ChGet:    h.onGet,
 	}
 	for ch, fn := range handlers {
 		err := bus.Receive(ch, func(device string, m transport.Message) { fn(context.Background(), device, m) })
@@ -74,7 +87,8 @@ func (h *Hub) Attach(bus Bus) error {
 			return fmt.Errorf("subscribe %s: %w", ch, err)
 		}
 	}
-	return nil
+	h.Chunks = transport.NewServer(busLink{bus}, chunkSource{h}, h.offered, transport.ServeOptions{Logger: h.log})
+	return h.Chunks.Start(h.ctx)
 }
 
 func (h *Hub) send(device string, m transport.Message) error {

@@ -170,6 +170,9 @@ func (s *Server) Close() error {
 	} else if s.httpLn != nil {
 		s.httpLn.Close()
 	}
+	if s.Hub != nil {
+		s.Hub.Close()
+	}
 	if s.Broker != nil {
 		s.Broker.Close()
 	}
