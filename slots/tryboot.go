@@ -201,6 +201,22 @@ func (t *Tryboot) write(a Autoboot) error {
 // FirmwareBoot reads the firmware's report of the running boot.
 func (t *Tryboot) FirmwareBoot() (FirmwareBoot, error) { return ReadFirmwareBoot(t.dt) }
 
+// Booted returns the slot whose boot partition the firmware started, from
+// its device-tree report. It does not depend on the kernel command line, so
+// it also holds when both boot slots carry the same cmdline.txt.
+func (t *Tryboot) Booted() (string, error) {
+	fb, err := t.FirmwareBoot()
+	if err != nil {
+		return "", fmt.Errorf("booted slot: %w", err)
+	}
+	for n, p := range t.parts {
+		if p == fb.Partition {
+			return n, nil
+		}
+	}
+	return "", fmt.Errorf("%w: the firmware booted partition %d, which is no slot", ErrUnknownBooted, fb.Partition)
+}
+
 // tryRequested reports whether the reboot-param file asks for tryboot.
 func (t *Tryboot) tryRequested() (bool, error) {
 	b, err := os.ReadFile(t.rebootParam)

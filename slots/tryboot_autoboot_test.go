@@ -2,8 +2,6 @@ package slots
 
 import (
 	"errors"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -86,17 +84,6 @@ func TestAutobootBytes(t *testing.T) {
 		if want := (Autoboot{TrybootAB: true, Partition: tt.in.Partition, Tryboot: tt.in.Tryboot}); err != nil || back != want {
 			t.Errorf("round trip of %q = %+v, %v; want %+v", got, back, err, want)
 		}
-	}
-}
-
-// The shipped template must be what the backend writes for a fresh board.
-func TestAutobootTemplate(t *testing.T) {
-	b, err := os.ReadFile(filepath.Join("..", "targets", "rpi", "autoboot.txt"))
-	if err != nil {
-		t.Skipf("targets/rpi/autoboot.txt: %v", err)
-	}
-	if want := (Autoboot{Partition: 2, Tryboot: 3}).Bytes(); string(b) != string(want) {
-		t.Errorf("targets/rpi/autoboot.txt = %q, want %q", b, want)
 	}
 }
 

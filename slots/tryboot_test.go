@@ -195,6 +195,30 @@ func TestTrybootTransitions(t *testing.T) {
 	}
 }
 
+func TestTrybootBooted(t *testing.T) {
+	b := newTbBoard(t)
+	for _, tt := range []struct {
+		tryboot, part uint32
+		want          string
+	}{{0, 2, "A"}, {1, 3, "B"}, {0, 3, "B"}, {0, 1, "error"}} {
+		b.setDT(tt.tryboot, tt.part)
+		got, err := b.tb.Booted()
+		if err != nil {
+			if !errors.Is(err, ErrUnknownBooted) {
+				t.Errorf("Booted() error = %v, want ErrUnknownBooted", err)
+			}
+			got = "error"
+		}
+		if got != tt.want {
+			t.Errorf("partition %d: Booted() = %q, want %q", tt.part, got, tt.want)
+		}
+	}
+	os.Remove(filepath.Join(b.dt, "partition"))
+	if _, err := b.tb.Booted(); !errors.Is(err, ErrDeviceTree) {
+		t.Errorf("Booted() without device tree: error = %v, want ErrDeviceTree", err)
+	}
+}
+
 func TestTrybootRefusals(t *testing.T) {
 	tests := []struct {
 		name string
