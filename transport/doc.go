@@ -17,10 +17,13 @@
 //
 // The offer is a retained message, not a queue: a device that was offline finds
 // exactly one offer, the newest, when it subscribes. An Offer with an empty ID
-// (or an empty retained payload) withdraws it. Devices connect with a
-// persistent session (clean start false, session expiry > 0), so commands and
-// data published while they were briefly away are delivered on reconnect;
-// chunk requests are idempotent, so nothing breaks when some are lost.
+// (or an empty retained payload) withdraws it. The retained offer is sent
+// again on every subscribe (after each reconnect too), so receivers act on
+// the offer ID and ignore repeats. Devices connect with a persistent session
+// (clean start false, session expiry > 0), so commands and data published
+// while they were away are delivered on reconnect (a Conn keeps such
+// messages until the matching Subscribe); chunk requests are idempotent, so
+// nothing breaks when some are lost.
 //
 // The hub subscribes with the filters ap/v1/d/+/hello|status|get (Filter), or
 // $share/{group}/ap/v1/d/+/... when several hub replicas share the load.
@@ -65,6 +68,13 @@
 // the network. After a disconnect, a broker restart or a reboot the device asks
 // only for chunks not yet marked done; a hub answers only for bundles it
 // offered to that device (else Data{Err: "not-offered"}).
+//
+// # Serial framing
+//
+// For recovery over a console UART the same messages travel in frames (see
+// serial.go): "AP", a channel byte, a 4-byte length, a 2-byte header check,
+// the msgp payload and a CRC-32C; receivers resynchronise on the next frame
+// after noise or corruption.
 //
 // Trust never comes from the transport: manifests are signed and every chunk
 // is checked against the signed table. TLS with client certificates (mTLS) is

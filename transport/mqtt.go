@@ -67,9 +67,10 @@ type Conn struct {
 	cancel  context.CancelFunc
 	hub     bool
 
-	mu   sync.Mutex
-	subs []sub
-	down chan struct{} // closed when the current connection goes down
+	mu    sync.Mutex
+	subs  []sub
+	early []received    // arrived before a matching Subscribe
+	down  chan struct{} // closed when the current connection goes down
 }
 
 func sleep(ctx context.Context, d time.Duration) error {
@@ -263,9 +264,10 @@ func (c *Conn) up(cm *autopaho.ConnectionManager, ack *paho.Connack) {
 func (c *Conn) subscribe(cm *autopaho.ConnectionManager, filter string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.ConnectTimeout)
 	defer cancel()
-	// RetainHandling 1: a retained offer comes with a new subscription only,
-	// not again when the same filter is subscribed again on reconnect.
-	ack, err := cm.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: 1, RetainHandling: 1}}})
+	// RetainHandling 0: the retained offer comes with every subscribe, also
+	// the one after a reconnect or a restart, so a device always learns its
+	// offer; receivers act on the offer id, so repeats are harmless.
+	ack, err := cm.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: 1}}})
 	if ack != nil && (len(ack.Reasons) != 1 || ack.Reasons[0] >= 0x80) {
 		return fmt.Errorf("subscribe %s: %w (reason %#x)", filter, ErrRefused, ack.Reasons)
 	}
@@ -278,10 +280,26 @@ func (c *Conn) subscribe(cm *autopaho.ConnectionManager, filter string) error {
 // Subscribe registers h for messages on filter (an MQTT filter, + and #
 // allowed) and subscribes with QoS 1, now and after every reconnect. When
 // the connection is down the subscription is made on the next connect.
+// Messages the broker delivered from a persistent session before h was
+// registered (they arrive right after connecting) are handed to h first.
 func (c *Conn) Subscribe(filter string, h Handler) error {
 	c.mu.Lock()
 	c.subs = append(c.subs, sub{filter, h})
+	var early []received
+	kept := c.early[:0]
+	for _, r := range c.early {
+		if Match(filter, r.topic) {
+			early = append(early, r)
+		} else {
+			kept = append(kept, r)
+		}
+	}
+	c.early = kept
 	c.mu.Unlock()
+	for _, r := range early {
+		c.metrics.Received.Add(1)
+		h(r.topic, r.m)
+	}
 	err := c.subscribe(c.cm, filter)
 	if errors.Is(err, autopaho.ConnectionDownError) {
 		return nil
@@ -396,8 +414,8 @@ func (c *Conn) receive(pr paho.PublishReceived) (bool, error) {
 	}
 	c.mu.Unlock()
 	_, ch, err := ParseTopic(p.Topic)
-	if err != nil || h == nil {
-		c.drop(&c.metrics.Unknown, p.Topic, fmt.Errorf("no handler or unknown topic: %v", err))
+	if err != nil {
+		c.drop(&c.metrics.Unknown, p.Topic, err)
 		return true, nil
 	}
 	if ch.Up() != c.hub {
@@ -411,9 +429,31 @@ func (c *Conn) receive(pr paho.PublishReceived) (bool, error) {
 		c.drop(&c.metrics.Malformed, p.Topic, err)
 		return true, nil
 	}
+	if h == nil {
+		// Delivered from the session before Subscribe: keep it for the
+		// handler to come.
+		c.mu.Lock()
+		if len(c.early) >= maxEarly {
+			c.early = c.early[1:]
+			c.mu.Unlock()
+			c.drop(&c.metrics.Unknown, p.Topic, errors.New("no handler"))
+			c.mu.Lock()
+		}
+		c.early = append(c.early, received{p.Topic, m})
+		c.mu.Unlock()
+		return true, nil
+	}
 	c.metrics.Received.Add(1)
 	h(p.Topic, m)
 	return true, nil
+}
+
+// maxEarly bounds the messages kept for handlers not registered yet.
+const maxEarly = 256
+
+type received struct {
+	topic string
+	m     Message
 }
 
 func (c *Conn) drop(counter interface{ Add(uint64) uint64 }, topic string, err error) {
