@@ -288,7 +288,7 @@ func (h *Hub) onStatus(ctx context.Context, device string, m transport.Message) 
 		return // progress within a state
 	}
 	detail := statusDetail(st)
-	if state != "" && state != last {
+	if state != "" && state != last && state != final { // a device state named like the result is recorded once
 		if err := h.store.AddStep(ctx, depID, Step{State: state, Detail: detail}); err != nil {
 			h.log.Error("record step", "deployment", depID, "err", err)
 			return

@@ -21,6 +21,7 @@ import (
 	"github.com/autopatcher/autopatcher/slots"
 	"github.com/autopatcher/autopatcher/slots/sim"
 	"github.com/autopatcher/autopatcher/transport"
+	"github.com/autopatcher/autopatcher/transport/transporttest"
 )
 
 // simBoard is a simulated device running the real engine on the sim bootloader.
@@ -31,6 +32,7 @@ type simBoard struct {
 	slots   *slots.Config
 	boot    *sim.Bootloader
 	trust   *bundle.Trust
+	health  device.HealthChecker
 	reboots int
 }
 
@@ -41,6 +43,12 @@ func (c countReboots) Reboot(context.Context) error { c.b.reboots++; return nil 
 type healthy struct{}
 
 func (healthy) Run(context.Context) error { return nil }
+
+type unhealthy struct{}
+
+func (unhealthy) Run(context.Context) error {
+	return fmt.Errorf("%w: GET http://127.0.0.1/health: status 500", device.ErrHealth)
+}
 
 func newSimBoard(t *testing.T, trust *bundle.Trust) *simBoard {
 	dir := t.TempDir()
@@ -71,13 +79,13 @@ slots:
 	cfg.Watchdog.Device = filepath.Join(dir, "watchdog")
 	os.MkdirAll(cfg.DataDir, 0o700)
 	os.WriteFile(cfg.Watchdog.Device, nil, 0o644)
-	return &simBoard{t: t, dir: dir, cfg: cfg, slots: sc, boot: boot, trust: trust}
+	return &simBoard{t: t, dir: dir, cfg: cfg, slots: sc, boot: boot, trust: trust, health: healthy{}}
 }
 
 // engine is the daemon as it starts after a (simulated) boot.
 func (b *simBoard) engine() *device.Engine {
 	e, err := device.New(b.cfg, device.Options{
-		Slots: b.slots, Bootloader: b.boot, Rebooter: countReboots{b}, Health: healthy{}, Trust: b.trust,
+		Slots: b.slots, Bootloader: b.boot, Rebooter: countReboots{b}, Health: b.health, Trust: b.trust,
 		BootID: func() (string, error) {
 			boots, err := b.boot.Boots()
 			if err != nil || len(boots) == 0 {
@@ -112,132 +120,207 @@ func helloOf(id string, e *device.Engine) *transport.Hello {
 	return h
 }
 
-// fetchBundle downloads an offered bundle over MQTT, verifying every chunk, and
-// reassembles the .apb stream (header, signed manifest, stored chunks) for the engine.
-func (d *fakeDevice) fetchBundle(o *transport.Offer, trust *bundle.Trust) []byte {
-	d.t.Helper()
-	d.send(&transport.Get{Offer: o.ID, Digest: o.Digest, Manifest: true, Seq: 1})
-	md := d.nextData()
-	if md.Err != "" {
-		d.t.Fatalf("manifest: %s %s", md.Err, md.Detail)
+// memSink is an io.WriterAt over a fixed buffer.
+type memSink []byte
+
+func (m memSink) WriteAt(p []byte, off int64) (int, error) {
+	if off < 0 || off+int64(len(p)) > int64(len(m)) {
+		return 0, fmt.Errorf("write %d bytes at %d beyond %d", len(p), off, len(m))
 	}
-	m, err := bundle.VerifyManifest(md.Bytes, trust)
+	return copy(m[off:], p), nil
+}
+
+// agent is the device side of the protocol the way autopatchd runs it: an MQTT
+// connection, the offer subscription and a transport.Fetcher.
+type agent struct {
+	t      *testing.T
+	id     string
+	conn   *transport.Conn
+	fetch  *transport.Fetcher
+	offers chan *transport.Offer
+}
+
+func newAgent(t *testing.T, s *hub.Server, id string) *agent {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := transport.Dial(ctx, transport.Config{Servers: []string{"mqtt://" + s.MQTTAddr()}, AllowPlain: true,
+		ClientID: id, Username: id, Password: []byte("secret-" + id), Logger: discard()})
 	if err != nil {
-		d.t.Fatalf("verify manifest: %v", err)
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	a := &agent{t: t, id: id, conn: conn, offers: make(chan *transport.Offer, 4)}
+	topic, _ := transport.Topic(id, transport.ChOffer)
+	if err := conn.Subscribe(topic, func(_ string, m transport.Message) { a.offers <- m.(*transport.Offer) }); err != nil {
+		t.Fatal(err)
+	}
+	if a.fetch, err = transport.NewFetcher(conn, id, transport.FetchOptions{Window: 8, Logger: discard()}); err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func (a *agent) send(m transport.Message) {
+	a.t.Helper()
+	topic, _ := transport.Topic(a.id, transport.ChannelOf(m))
+	if err := a.conn.Publish(context.Background(), topic, m); err != nil {
+		a.t.Fatal(err)
+	}
+}
+
+// download fetches the offered bundle with the Fetcher, each chunk verified against
+// the signed table, and reassembles the .apb file for the engine (the test bundles
+// store chunks uncompressed, so the payload is the stored data).
+func (a *agent) download(o *transport.Offer, trust *bundle.Trust) []byte {
+	a.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	signed, err := a.fetch.Manifest(ctx, o)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	m, err := bundle.VerifyManifest(signed, trust)
+	if err != nil {
+		a.t.Fatalf("verify manifest: %v", err)
 	}
 	var out bytes.Buffer
 	out.Write(bundle.Magic[:])
 	binary.Write(&out, binary.BigEndian, uint16(bundle.FormatVersion))
 	binary.Write(&out, binary.BigEndian, uint16(0))
-	binary.Write(&out, binary.BigEndian, uint32(len(md.Bytes)))
-	out.Write(md.Bytes)
-	for ci := range m.Components {
-		c := &m.Components[ci]
-		stored := make([][]byte, len(c.Chunks))
-		for base := 0; base < len(c.Chunks); base += 8 {
-			n := min(8, len(c.Chunks)-base)
-			d.send(&transport.Get{Offer: o.ID, Digest: o.Digest, Comp: uint32(ci), Base: uint32(base), Bitmap: []byte{byte(1<<n - 1)}, Window: 8})
-			for i := 0; i < n; i++ {
-				dm := d.nextData()
-				if dm.Err != "" {
-					d.t.Fatalf("chunk: %s %s", dm.Err, dm.Detail)
-				}
-				if _, err := c.VerifyChunk(int(dm.Index), dm.Bytes); err != nil {
-					d.t.Fatal(err)
-				}
-				stored[dm.Index] = dm.Bytes
-			}
+	binary.Write(&out, binary.BigEndian, uint32(len(signed)))
+	out.Write(signed)
+	done := &transporttest.Progress{}
+	for i := range m.Components {
+		c := &m.Components[i]
+		sink := make(memSink, c.Size)
+		if err := a.fetch.Fetch(ctx, transport.Request{Offer: o.ID, Digest: o.Digest, Index: i, Comp: c, Sink: sink, Done: done}); err != nil {
+			a.t.Fatal(err)
 		}
-		out.Write(bytes.Join(stored, nil))
+		out.Write(sink)
 	}
 	return out.Bytes()
 }
 
-// TestEndToEnd: hub with its embedded broker, one simulated device running the real
-// engine on the sim bootloader: deploy → download → install → reboot → commit, and
-// the steps the hub recorded.
+// TestEndToEnd: hub with its embedded broker, and a simulated board running the real
+// engine on the sim bootloader, its agent using the transport's Fetcher: deploy →
+// download → install → trial reboot → commit (or, when the health check fails,
+// rollback), with the steps the hub recorded.
 func TestEndToEnd(t *testing.T) {
-	ctx := context.Background()
-	key, vpub, pub := hubtest.Key(t)
-	trust := &bundle.Trust{Keys: []bundle.PublicKey{vpub}}
-	s := hubtest.Start(t, pub, nil)
-	m := &bundle.Manifest{Name: "os", Version: "1.1.0", SecurityVersion: 2, Compatible: []string{"sim"},
-		Created: time.Now().Unix() - 60, Severity: bundle.SeveritySecurity,
-		Components: []bundle.Component{{Name: "rootfs", Kind: bundle.KindImage, Slot: "rootfs", Version: "1.1.0", Compression: bundle.CompressionZstd}}}
-	img := append(hubtest.Payload(11, 400<<10), bytes.Repeat([]byte("compressible "), 20000)...)
-	var apb bytes.Buffer
-	if err := bundle.Build(ctx, &apb, m, []io.Reader{bytes.NewReader(img)}, []crypto.Signer{key}, bundle.BuildOptions{TempDir: t.TempDir()}); err != nil {
-		t.Fatal(err)
+	tests := []struct {
+		name      string
+		health    device.HealthChecker
+		boots     int // reboots until the engine reports a final state
+		final     string
+		steps     string
+		booted    string
+		installed string
+	}{
+		{"commit", healthy{}, 1, device.Committed.String(),
+			"offered downloading installing rebooting committed succeeded", "B", "1.1.0"},
+		{"health check fails", unhealthy{}, 2, device.RolledBack.String(),
+			"offered downloading installing rebooting rolled-back", "A", ""},
 	}
-	if _, _, err := s.Hub.Upload(ctx, "oscar", bytes.NewReader(apb.Bytes()), 0); err != nil {
-		t.Fatal(err)
-	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			key, vpub, pub := hubtest.Key(t)
+			trust := &bundle.Trust{Keys: []bundle.PublicKey{vpub}}
+			s := hubtest.Start(t, pub, nil)
+			m := &bundle.Manifest{Name: "os", Version: "1.1.0", SecurityVersion: 2, Compatible: []string{"sim"},
+				Created: time.Now().Unix() - 60, Severity: bundle.SeveritySecurity,
+				Components: []bundle.Component{{Name: "rootfs", Kind: bundle.KindImage, Slot: "rootfs", Version: "1.1.0", Compression: bundle.CompressionNone}}}
+			img := hubtest.Payload(11, 600<<10)
+			var apb bytes.Buffer
+			if err := bundle.Build(ctx, &apb, m, []io.Reader{bytes.NewReader(img)}, []crypto.Signer{key}, bundle.BuildOptions{TempDir: t.TempDir()}); err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := s.Hub.Upload(ctx, "oscar", bytes.NewReader(apb.Bytes()), 0); err != nil {
+				t.Fatal(err)
+			}
 
-	board := newSimBoard(t, trust)
-	e := board.engine()
-	dev := newFakeDevice(t, s, "sim-1")
-	dev.send(helloOf("sim-1", e))
-	waitFor(t, "sim-1 registered", func() bool { _, err := s.Hub.Store().Device(ctx, "sim-1"); return err == nil })
-	if err := s.Hub.SetStatus(ctx, "oscar", "sim-1", hub.StatusAccepted); err != nil {
-		t.Fatal(err)
-	}
-	dep, err := s.Hub.Deploy(ctx, "oscar", "os", "1.1.0", "sim-1")
-	if err != nil {
-		t.Fatal(err)
-	}
+			board := newSimBoard(t, trust)
+			board.health = tt.health
+			e := board.engine()
+			dev := newAgent(t, s, "sim-1")
+			dev.send(helloOf("sim-1", e))
+			waitFor(t, "sim-1 registered", func() bool { _, err := s.Hub.Store().Device(ctx, "sim-1"); return err == nil })
+			if err := s.Hub.SetStatus(ctx, "oscar", "sim-1", hub.StatusAccepted); err != nil {
+				t.Fatal(err)
+			}
+			dep, err := s.Hub.Deploy(ctx, "oscar", "os", "1.1.0", "sim-1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var offer *transport.Offer
+			select {
+			case offer = <-dev.offers:
+			case <-time.After(10 * time.Second):
+				t.Fatal("no offer")
+			}
+			status := func(state, result string) {
+				dev.send(&transport.Status{State: state, Offer: offer.ID, Bundle: offer.Bundle + "@" + offer.Version, Result: result})
+			}
+			status("downloading", "")
+			file := dev.download(offer, trust)
+			if st := dev.fetch.Stats.Chunks.Load(); st == 0 || dev.fetch.Stats.Corrupt.Load() != 0 {
+				t.Errorf("fetcher stats: %d chunks, %d corrupt", st, dev.fetch.Stats.Corrupt.Load())
+			}
+			status("installing", "")
+			res, err := e.Install(ctx, bytes.NewReader(file), device.InstallOptions{})
+			if err != nil {
+				t.Fatalf("Install: %v", err)
+			}
+			if res.Status != device.StatusRebooting {
+				t.Fatalf("Install = %s, want rebooting", res.Status)
+			}
+			status("rebooting", "")
+			// The board reboots (into B on trial, then back to A after a failed check);
+			// each time the daemon starts again and resumes.
+			var state string
+			for i := 0; i < tt.boots; i++ {
+				if _, err := board.boot.RebootWith(sim.Default); err != nil {
+					t.Fatal(err)
+				}
+				e = board.engine()
+				if err := e.ConfirmBoot(ctx); err != nil {
+					t.Fatal(err)
+				}
+				if state, err = e.Resume(ctx); err != nil {
+					t.Fatalf("Resume: %v", err)
+				}
+			}
+			if state != tt.final {
+				t.Fatalf("engine ended %q, want %q", state, tt.final)
+			}
+			result := "success"
+			if state == device.RolledBack.String() {
+				result = "rollback"
+			}
+			status(state, result)
+			dev.send(helloOf("sim-1", e))
 
-	offer := dev.nextOffer()
-	status := func(state, result string) {
-		dev.send(&transport.Status{State: state, Offer: offer.ID, Bundle: offer.Bundle + "@" + offer.Version, Result: result})
-	}
-	status("downloading", "")
-	file := dev.fetchBundle(offer, trust)
-	status("installing", "")
-	res, err := e.Install(ctx, bytes.NewReader(file), device.InstallOptions{})
-	if err != nil {
-		t.Fatalf("Install: %v", err)
-	}
-	if res.Status != device.StatusRebooting || board.reboots != 1 {
-		t.Fatalf("Install = %s with %d reboots, want rebooting and 1", res.Status, board.reboots)
-	}
-	status("rebooting", "")
-
-	// The board reboots into B on trial; the daemon starts again and resumes.
-	if _, err := board.boot.RebootWith(sim.Default); err != nil {
-		t.Fatal(err)
-	}
-	e = board.engine()
-	if err := e.ConfirmBoot(ctx); err != nil {
-		t.Fatal(err)
-	}
-	state, err := e.Resume(ctx)
-	if err != nil {
-		t.Fatalf("Resume: %v", err)
-	}
-	if state != device.Committed.String() {
-		t.Fatalf("after the trial boot: %s, want committed", state)
-	}
-	status(state, "success")
-	dev.send(helloOf("sim-1", e))
-
-	waitFor(t, "deployment to finish", func() bool {
-		d, err := s.Hub.Store().Deployment(ctx, dep.ID)
-		return err == nil && hub.Final(d.State)
-	})
-	d, _ := s.Hub.Store().Deployment(ctx, dep.ID)
-	var steps []string
-	for _, st := range d.Steps {
-		steps = append(steps, st.State)
-	}
-	if got, want := strings.Join(steps, " "), "offered downloading installing rebooting committed succeeded"; got != want {
-		t.Errorf("hub recorded %q, want %q", got, want)
-	}
-	waitFor(t, "inventory after the update", func() bool {
-		d, err := s.Hub.Store().Device(ctx, "sim-1")
-		return err == nil && d.Inventory.Booted == "B" && d.Inventory.Components["rootfs"] == "1.1.0"
-	})
-	slotB, _ := os.ReadFile(filepath.Join(board.dir, "rootfs-b.img"))
-	if !bytes.HasPrefix(slotB, img) {
-		t.Error("slot B does not hold the deployed image")
+			waitFor(t, "deployment to finish", func() bool {
+				d, err := s.Hub.Store().Deployment(ctx, dep.ID)
+				return err == nil && hub.Final(d.State)
+			})
+			d, _ := s.Hub.Store().Deployment(ctx, dep.ID)
+			var steps []string
+			for _, st := range d.Steps {
+				steps = append(steps, st.State)
+			}
+			if got := strings.Join(steps, " "); got != tt.steps {
+				t.Errorf("hub recorded %q, want %q", got, tt.steps)
+			}
+			waitFor(t, "inventory after the update", func() bool {
+				d, err := s.Hub.Store().Device(ctx, "sim-1")
+				return err == nil && d.Inventory.Booted == tt.booted && d.Inventory.Components["rootfs"] == tt.installed
+			})
+			if tt.final == device.Committed.String() {
+				slotB, _ := os.ReadFile(filepath.Join(board.dir, "rootfs-b.img"))
+				if !bytes.HasPrefix(slotB, img) {
+					t.Error("slot B does not hold the deployed image")
+				}
+			}
+		})
 	}
 }
