@@ -6,6 +6,7 @@ package transporttest
 
 import (
 	"bytes"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"log/slog"
@@ -26,6 +27,7 @@ import (
 // Add; it may then publish and subscribe as transport.Allowed says.
 type Broker struct {
 	Addr string // host:port, fixed across Restart
+	tls  *tls.Config
 
 	mu    sync.Mutex
 	srv   *mqtt.Server
@@ -46,8 +48,27 @@ func Start(t testing.TB) *Broker {
 	return b
 }
 
-// URL is the broker's mqtt:// URL.
-func (b *Broker) URL() string { return "mqtt://" + b.Addr }
+// StartTLS starts a broker whose listener speaks TLS with cfg (from
+// transport.TLSSettings.ServerConfig). A client that presents a verified
+// certificate is identified by its common name (transport.ClientIdentity),
+// which must equal its client id; no password is needed then.
+func StartTLS(t testing.TB, cfg *tls.Config) *Broker {
+	t.Helper()
+	b := &Broker{creds: map[string][]byte{}, tls: cfg}
+	if err := b.start("127.0.0.1:0"); err != nil {
+		t.Fatalf("start broker: %v", err)
+	}
+	t.Cleanup(b.Stop)
+	return b
+}
+
+// URL is the broker's mqtt:// or mqtts:// URL.
+func (b *Broker) URL() string {
+	if b.tls != nil {
+		return "mqtts://" + b.Addr
+	}
+	return "mqtt://" + b.Addr
+}
 
 // Add registers a client id (device id or transport.Hub) with its password.
 func (b *Broker) Add(clientID string, password []byte) {
@@ -74,7 +95,7 @@ func (b *Broker) start(addr string) error {
 	}
 	var err error
 	for i := 0; i < 50; i++ { // the port may still be held by the previous server
-		l := listeners.NewTCP(listeners.Config{ID: "tcp", Address: addr})
+		l := listeners.NewTCP(listeners.Config{ID: "tcp", Address: addr, TLSConfig: b.tls})
 		if err = srv.AddListener(l); err == nil {
 			b.Addr = l.Address()
 			break
@@ -155,6 +176,11 @@ func (h *hook) Provides(x byte) bool {
 }
 
 func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	if tc, ok := cl.Net.Conn.(*tls.Conn); ok {
+		if id, err := transport.ClientIdentity(tc.ConnectionState()); err == nil {
+			return id == cl.ID
+		}
+	}
 	h.b.mu.Lock()
 	defer h.b.mu.Unlock()
 	want, ok := h.b.creds[cl.ID]
