@@ -39,6 +39,7 @@ const (
 	DefaultCmdline     = "/proc/cmdline"
 	DefaultMountinfo   = "/proc/self/mountinfo"
 	DefaultDevDisk     = "/dev/disk"
+	DefaultSys         = "/sys"
 )
 
 // ErrConfig is wrapped by every config validation error.
@@ -58,6 +59,7 @@ type Paths struct {
 	Cmdline   string `yaml:"cmdline"`   // default /proc/cmdline
 	Mountinfo string `yaml:"mountinfo"` // default /proc/self/mountinfo
 	DevDisk   string `yaml:"dev_disk"`  // default /dev/disk (by-partuuid, by-uuid links)
+	Sys       string `yaml:"sys"`       // default /sys (loop devices' backing files)
 }
 
 // BootloaderConfig selects and configures the boot-selection backend.
@@ -198,6 +200,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Paths.DevDisk == "" {
 		c.Paths.DevDisk = DefaultDevDisk
+	}
+	if c.Paths.Sys == "" {
+		c.Paths.Sys = DefaultSys
 	}
 	if err := c.Bootloader.validate(); err != nil {
 		return err

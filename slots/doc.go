@@ -35,6 +35,7 @@
 //	  cmdline: /proc/cmdline
 //	  mountinfo: /proc/self/mountinfo
 //	  dev_disk: /dev/disk
+//	  sys: /sys
 //
 // The boot names of the first class in sorted order are the names the
 // bootloader knows (Config.BootNames); every class uses the same two.
@@ -57,16 +58,17 @@
 // refuses, before opening anything: directory slots (ErrDirSlot), an
 // unknown booted slot (ErrUnknownBooted), the booted slot (ErrBootedSlot),
 // and a device that is mounted (ErrMounted: the device path, or a link to
-// it, is a mount source in mountinfo, or its device number is a mounted
-// st_dev). Block devices are also opened O_EXCL, which Linux refuses while
-// they are mounted. A configured size larger than the block device is an
-// error. A Target never touches bootloader state.
+// it, is a mount source in mountinfo, its device number is a mounted st_dev,
+// or the slot file backs a loop device, per paths.sys, that is mounted).
+// Block devices are also opened O_EXCL, which Linux refuses while they are
+// mounted. A configured size larger than the block device is an error. A
+// Target never touches bootloader state.
 //
 //   - WriteAt(p, off): for chunks in any order (MQTT transport, delta copies
 //     from the active slot); a write past the slot size is ErrTooLarge.
 //   - ReadAt, Sync, Close.
-//   - Verify(n, sum): fsync, drop the cached pages (posix_fadvise
-//     DONTNEED) and read the first n bytes back from the device; a sha256
+//   - Verify(n, sum): fsync and read the first n bytes back from the
+//     device (see read-back below); a sha256
 //     mismatch is ErrVerify.
 //   - Finish(n, sum): a file slot is truncated to n; then Verify if the
 //     slot's verify is on and sum is set, else Sync.

@@ -84,8 +84,10 @@ func unescapeMount(s string) string {
 }
 
 // checkNotMounted returns ErrMounted if device (block device or file) is
-// the source of a mount, or a block device whose number is a mounted st_dev.
-func checkNotMounted(device, mountinfo string) error {
+// the source of a mount, a block device whose number is a mounted st_dev,
+// or a file backing a loop device (sys/block/loop*/loop/backing_file)
+// that is mounted.
+func checkNotMounted(device, mountinfo, sys string) error {
 	ms, err := ParseMountinfo(mountinfo)
 	if err != nil {
 		return err
@@ -99,7 +101,13 @@ func checkNotMounted(device, mountinfo string) error {
 		}
 	}
 	dev, isBlock := blockDevNum(real)
+	loops := loopsBackedBy(sys, real)
 	for _, m := range ms {
+		for _, l := range loops {
+			if m.Major == l.major && m.Minor == l.minor {
+				return fmt.Errorf("%w: %s backs a loop device mounted on %s", ErrMounted, device, m.MountPoint)
+			}
+		}
 		if isBlock && m.Major == dev.major && m.Minor == dev.minor {
 			return fmt.Errorf("%w: %s is mounted on %s", ErrMounted, device, m.MountPoint)
 		}
@@ -116,3 +124,30 @@ func checkNotMounted(device, mountinfo string) error {
 }
 
 type devNum struct{ major, minor uint32 }
+
+// loopsBackedBy returns the device numbers of the loop devices whose
+// backing file is path, from sys (normally /sys).
+func loopsBackedBy(sys, path string) []devNum {
+	if sys == "" {
+		return nil
+	}
+	dirs, _ := filepath.Glob(filepath.Join(sys, "block", "loop*"))
+	var out []devNum
+	for _, d := range dirs {
+		b, err := os.ReadFile(filepath.Join(d, "loop", "backing_file"))
+		if err != nil || strings.TrimSpace(string(b)) != path {
+			continue
+		}
+		n, err := os.ReadFile(filepath.Join(d, "dev"))
+		if err != nil {
+			continue
+		}
+		maj, min, ok := strings.Cut(strings.TrimSpace(string(n)), ":")
+		a, errA := strconv.ParseUint(maj, 10, 32)
+		c, errC := strconv.ParseUint(min, 10, 32)
+		if ok && errA == nil && errC == nil {
+			out = append(out, devNum{uint32(a), uint32(c)})
+		}
+	}
+	return out
+}

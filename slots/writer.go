@@ -37,6 +37,7 @@ var writebackWin int64 = 32 << 20
 type TargetOptions struct {
 	Booted    string // boot name of the running slot; "" refuses every slot
 	Mountinfo string // default /proc/self/mountinfo
+	Sys       string // sysfs, for loop devices; default /sys
 }
 
 // Target is an open inactive slot. It never touches bootloader state.
@@ -61,7 +62,7 @@ func (c *Config) OpenTarget(s *Slot) (*Target, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open slot %s/%s: %w", s.Class, s.BootName, err)
 	}
-	return OpenTarget(s, TargetOptions{Booted: booted, Mountinfo: c.Paths.Mountinfo})
+	return OpenTarget(s, TargetOptions{Booted: booted, Mountinfo: c.Paths.Mountinfo, Sys: c.Paths.Sys})
 }
 
 // OpenTarget opens slot s for writing. It refuses the booted slot, a
@@ -83,7 +84,11 @@ func OpenTarget(s *Slot, o TargetOptions) (*Target, error) {
 	if mi == "" {
 		mi = DefaultMountinfo
 	}
-	if err := checkNotMounted(s.Device, mi); err != nil {
+	sys := o.Sys
+	if sys == "" {
+		sys = DefaultSys
+	}
+	if err := checkNotMounted(s.Device, mi, sys); err != nil {
 		return nil, fmt.Errorf("open slot %s: %w", name, err)
 	}
 	flags := os.O_RDWR

@@ -105,6 +105,23 @@ func TestWriteRefusesMounted(t *testing.T) {
 			t.Errorf("%s: OpenTarget err = %v, want ErrMounted", l.name, err)
 		}
 	}
+	// A loop device backed by the slot file, mounted.
+	sys := t.TempDir()
+	loop := filepath.Join(sys, "block", "loop3")
+	os.MkdirAll(filepath.Join(loop, "loop"), 0o755)
+	os.WriteFile(filepath.Join(loop, "loop", "backing_file"), []byte(b.Device+"\n"), 0o644)
+	os.WriteFile(filepath.Join(loop, "dev"), []byte("7:3\n"), 0o644)
+	c.Paths.Sys = sys
+	os.WriteFile(c.Paths.Mountinfo, []byte("40 1 7:3 / /mnt/img rw - ext4 /dev/loop3 rw\n"), 0o600)
+	if _, err := c.OpenTarget(b); !errors.Is(err, ErrMounted) {
+		t.Errorf("loop-mounted file: OpenTarget err = %v, want ErrMounted", err)
+	}
+	os.WriteFile(c.Paths.Mountinfo, []byte("40 1 7:4 / /mnt/img rw - ext4 /dev/loop4 rw\n"), 0o600)
+	if tgt, err := c.OpenTarget(b); err != nil {
+		t.Errorf("other loop mounted: OpenTarget err = %v, want nil", err)
+	} else {
+		tgt.Close()
+	}
 	os.WriteFile(c.Paths.Mountinfo, []byte("garbage\n"), 0o600)
 	if _, err := c.OpenTarget(b); err == nil {
 		t.Errorf("malformed mountinfo: OpenTarget succeeded, want an error")
@@ -124,7 +141,7 @@ func TestMountedBlockDevice(t *testing.T) {
 		if _, ok := blockDevNum(m.Source); !ok {
 			continue
 		}
-		err := checkNotMounted(m.Source, "/proc/self/mountinfo")
+		err := checkNotMounted(m.Source, "/proc/self/mountinfo", "/sys")
 		if !errors.Is(err, ErrMounted) {
 			t.Errorf("checkNotMounted(%s) = %v, want ErrMounted", m.Source, err)
 		}
