@@ -68,8 +68,7 @@
 //     from the active slot); a write past the slot size is ErrTooLarge.
 //   - ReadAt, Sync, Close.
 //   - Verify(n, sum): fsync and read the first n bytes back from the
-//     device (see read-back below); a sha256
-//     mismatch is ErrVerify.
+//     device (see read-back below); a sha256 mismatch is ErrVerify.
 //   - Finish(n, sum): a file slot is truncated to n; then Verify if the
 //     slot's verify is on and sum is set, else Sync.
 //   - Write(ctx, r, size, sum): stream from offset 0 in 4 MiB writes, one
