@@ -43,7 +43,8 @@ const GrubTrialVar = "AUTOPATCHER_TRIAL"
 //     Trial = that slot once its TRY is 1 while every other OK slot still
 //     has TRY=0 (nothing else booted since: a fallback boot sets the
 //     fallback's TRY); Primary = the first OK slot in ORDER other than the
-//     trial slot, preferring one with TRY=0 (what the next boot takes);
+//     AUTOPATCHER_TRIAL slot (the committed slot, whatever its TRY: a
+//     routine boot sets it until the running system commits again);
 //     Tries = 1 for a slot the script may boot next (OK=1, TRY=0), else 0;
 //     Bad = slots with OK=0.
 //
@@ -224,12 +225,6 @@ func (g *Grub) State() (BootState, error) {
 			if fresh {
 				bs.Trial = t
 			}
-		}
-	}
-	for _, s := range gb.order {
-		if s != t && gb.ok[s] && !gb.try[s] {
-			bs.Primary = s
-			break
 		}
 	}
 	for _, s := range gb.order {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -35,8 +36,10 @@ var (
 // hang, power loss) comes back to [all] by itself.
 //
 //   - Try(X): [tryboot] boot_partition = X's partition, then "0 tryboot" in
-//     the reboot-param file (systemd passes it to reboot(2); or call
-//     RebootTryboot). Refused for the primary (ErrTryPrimary).
+//     the reboot-param file (its directory is created if missing).
+//     `systemctl reboot` passes it to reboot(2); without systemd, reboot
+//     with RebootTryboot, or the trial never happens and the next boot is
+//     a failed trial. Refused for the primary (ErrTryPrimary).
 //   - Commit(X): [all] boot_partition = X, [tryboot] = the old primary (the
 //     firmware documentation's swap); removes a pending tryboot request.
 //     Commit also rewrites an unreadable or missing autoboot.txt with
@@ -289,6 +292,9 @@ func (t *Tryboot) Try(slot string) error {
 	n.TrybootAB, n.Tryboot = true, p
 	if err := t.write(n); err != nil {
 		return fmt.Errorf("try slot %s: %w", slot, err)
+	}
+	if err := os.MkdirAll(filepath.Dir(t.rebootParam), 0o755); err != nil {
+		return fmt.Errorf("try slot %s: set reboot parameter: %w", slot, err)
 	}
 	if err := replaceFile(t.rebootParam, []byte(TrybootRebootArg), 0o644, nil); err != nil {
 		return fmt.Errorf("try slot %s: set reboot parameter: %w", slot, err)

@@ -486,3 +486,16 @@ slots:
 		t.Errorf("Open with slot C unmapped: error = %v, want ErrConfig", err)
 	}
 }
+
+func TestTrybootCreatesParamDir(t *testing.T) {
+	b := newTbBoard(t)
+	os.Remove(b.param)
+	os.Remove(filepath.Dir(b.param))
+	b.tb.rebootParam = filepath.Join(filepath.Dir(b.param), "systemd", "reboot-param")
+	if err := b.tb.Try("B"); err != nil {
+		t.Fatalf("Try without /run/systemd: %v", err)
+	}
+	if got, _ := os.ReadFile(b.tb.rebootParam); string(got) != TrybootRebootArg {
+		t.Errorf("reboot-param = %q, want %q", got, TrybootRebootArg)
+	}
+}
