@@ -53,8 +53,9 @@
 // Open reads the header and the signed section, verifies, and returns a
 // Reader; Next yields each component with an io.Reader of verified bytes.
 // A second goroutine reads and verifies chunks ahead of the consumer
-// (WithReadAhead) while the consumer side checks the component's whole
-// SHA-256 (WithPayloadHash). Hard limits (Limits) bound every allocation.
+// (WithReadAhead). Each byte is hashed once: the contiguous chunk table
+// proves the whole payload, so the component's SHA-256 is left to the slot
+// writer's read-back unless WithPayloadHash asks the reader to check it too. Hard limits (Limits) bound every allocation.
 // Errors wrap one of the package's sentinel errors (ErrSignature,
 // ErrCorruptChunk, ...) and name the failed check, component and chunk.
 //

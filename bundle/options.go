@@ -14,7 +14,7 @@ type options struct {
 const DefaultReadAhead = 4
 
 func newOptions(opts []Option) options {
-	o := options{readAhead: DefaultReadAhead, payloadHash: true}
+	o := options{readAhead: DefaultReadAhead}
 	for _, f := range opts {
 		f(&o)
 	}
@@ -38,7 +38,9 @@ func WithReadAhead(n int) Option {
 }
 
 // WithPayloadHash controls whether a Reader also checks each component's
-// whole-payload SHA256 (default true). The signed, contiguous chunk table
-// already proves every byte, so this is a second, redundant check; it runs
-// on the consumer goroutine while the next chunks are verified on the other.
+// whole-payload SHA256 (default false). The signed chunk table covers the
+// payload contiguously, so verifying every chunk already proves every byte;
+// the component hash is for a slot writer's read-back after writing, and
+// for builder QA (mkbundle verify turns this on). When on, it runs on the
+// consumer goroutine while the next chunks are verified on the other.
 func WithPayloadHash(on bool) Option { return func(o *options) { o.payloadHash = on } }

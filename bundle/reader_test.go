@@ -20,7 +20,8 @@ func TestRoundTrip(t *testing.T) {
 	}{
 		{"default", nil},
 		{"synchronous", []Option{WithReadAhead(0)}},
-		{"one ahead, no payload hash", []Option{WithReadAhead(1), WithPayloadHash(false)}},
+		{"one ahead, payload hash", []Option{WithReadAhead(1), WithPayloadHash(true)}},
+		{"synchronous, payload hash", []Option{WithReadAhead(0), WithPayloadHash(true)}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := readAll(b, trustOf(t, vendorKey), tc.opts...)

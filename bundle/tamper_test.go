@@ -313,7 +313,7 @@ func TestBadManifests(t *testing.T) {
 			}
 		}, ErrTooLarge},
 		{"wrong chunk hash", func(m *Manifest) { m.Components[0].Chunks[2].SHA256[0] ^= 1 }, ErrCorruptChunk},
-		{"wrong payload hash", func(m *Manifest) { m.Components[1].SHA256[0] ^= 1 }, ErrCorruptChunk},
+		{"wrong payload hash", func(m *Manifest) { m.Components[1].SHA256[0] ^= 1 }, ErrCorruptChunk}, // with WithPayloadHash
 		{"raw chunk claimed compressed", func(m *Manifest) { m.Components[0].Chunks[0].StoredLength-- }, ErrMalformed},
 		{"stored hash on a raw chunk", func(m *Manifest) { m.Components[0].Chunks[0].StoredSHA256 = make([]byte, 32) }, ErrMalformed},
 		{"compressed stored length shifted", func(m *Manifest) { m.Components[1].Chunks[0].StoredLength-- }, ErrCorruptChunk},
@@ -321,7 +321,7 @@ func TestBadManifests(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := readAll(resign(t, b, tc.mutate, vendorKey), trustOf(t, vendorKey))
+			_, err := readAll(resign(t, b, tc.mutate, vendorKey), trustOf(t, vendorKey), WithPayloadHash(true))
 			if !errors.Is(err, tc.want) {
 				t.Errorf("err = %v, want %v", err, tc.want)
 			}

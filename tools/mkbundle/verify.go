@@ -46,7 +46,7 @@ func verifyFile(path string, trust *bundle.Trust) (string, error) {
 		return "", err
 	}
 	defer f.Close()
-	r, err := bundle.Open(f, trust)
+	r, err := bundle.Open(f, trust, bundle.WithPayloadHash(true))
 	if err != nil {
 		return "", err
 	}
