@@ -77,16 +77,46 @@ func New(ch Channel) Message {
 	return nil
 }
 
-// Encode sets the message's version to Version if it is 0 and encodes it.
+// Encode encodes m; a version of 0 is written as Version. m is not
+// modified, so one message may be encoded from several goroutines.
 func Encode(m Message) ([]byte, error) {
 	if m.version() == 0 {
-		m.setVersion(Version)
+		m = versioned(m)
 	}
 	b, err := m.MarshalMsg(make([]byte, 0, m.Msgsize()))
 	if err != nil {
 		return nil, fmt.Errorf("encode %s: %w", m.channel(), err)
 	}
 	return b, nil
+}
+
+// versioned returns a shallow copy of m with V = Version.
+func versioned(m Message) Message {
+	var c Message
+	switch m := m.(type) {
+	case *Hello:
+		x := *m
+		c = &x
+	case *Status:
+		x := *m
+		c = &x
+	case *Get:
+		x := *m
+		c = &x
+	case *Offer:
+		x := *m
+		c = &x
+	case *Cmd:
+		x := *m
+		c = &x
+	case *Data:
+		x := *m
+		c = &x
+	default:
+		return m
+	}
+	c.setVersion(Version)
+	return c
 }
 
 // Decode decodes b as the message type of ch. It refuses unknown channels,

@@ -38,6 +38,10 @@ func TestEncodeDecode(t *testing.T) {
 			if got.version() != Version {
 				t.Errorf("version = %d, want %d", got.version(), Version)
 			}
+			if m.version() != 0 {
+				t.Errorf("Encode modified its argument's version")
+			}
+			m.setVersion(Version)
 			if !reflect.DeepEqual(got, m) {
 				t.Errorf("round trip = %#v, want %#v", got, m)
 			}

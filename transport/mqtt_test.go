@@ -92,7 +92,7 @@ func TestConnRoundTrip(t *testing.T) {
 	hello := collect(t, hub, transport.Filter(transport.ChHello))
 	cmd := collect(t, dev, topic(t, "dev1", transport.ChCmd))
 
-	h := &transport.Hello{Device: "dev1", Hardware: "rpi4", Daemon: "1.0", OfferAge: -1,
+	h := &transport.Hello{V: transport.Version, Device: "dev1", Hardware: "rpi4", Daemon: "1.0", OfferAge: -1,
 		Components: []transport.Installed{{Name: "rootfs", Version: "1.0.0"}}}
 	if err := dev.Publish(ctx, topic(t, "dev1", transport.ChHello), h); err != nil {
 		t.Fatal(err)
@@ -110,7 +110,7 @@ func TestConnRoundTrip(t *testing.T) {
 	if err := hub.PublishRaw(ctx, topic(t, "dev1", transport.ChCmd), future); err != nil {
 		t.Fatal(err)
 	}
-	c := &transport.Cmd{ID: "c1", Op: transport.CmdReboot}
+	c := &transport.Cmd{V: transport.Version, ID: "c1", Op: transport.CmdReboot}
 	if err := hub.Publish(ctx, topic(t, "dev1", transport.ChCmd), c); err != nil {
 		t.Fatal(err)
 	}

@@ -153,28 +153,44 @@ func (s *Server) Serve(ctx context.Context, device string, g *Get) error {
 	if window <= 0 || window > MaxWindow {
 		window = MaxWindow
 	}
-	sent := 0
-	for i := 0; i < 8*len(g.Bitmap) && sent < window; i++ {
+	var idx []uint32
+	for i := 0; i < 8*len(g.Bitmap) && len(idx) < window; i++ {
 		if g.Bitmap[i/8]&(1<<(i%8)) == 0 {
 			continue
 		}
-		idx := uint64(g.Base) + uint64(i)
-		if idx > 1<<31 {
+		n := uint64(g.Base) + uint64(i)
+		if n >= 1<<31 {
 			return fail(KindBadRequest, "chunk index out of range", g.Base)
 		}
-		b, err := s.store.Chunk(g.Offer, int(g.Comp), int(idx))
+		idx = append(idx, uint32(n))
+	}
+	// Publish the chunks of one request concurrently: each publish waits for
+	// its acknowledgement, and a window's worth in flight keeps the link full.
+	var (
+		wg    sync.WaitGroup
+		once  sync.Once
+		first error
+	)
+	for _, i := range idx {
+		b, err := s.store.Chunk(g.Offer, int(g.Comp), int(i))
 		if err != nil {
-			return fail(kindOf(err), err.Error(), uint32(idx))
+			wg.Wait()
+			return fail(kindOf(err), err.Error(), i)
 		}
 		// Counted before publishing: the device may have it before the PUBACK.
-		sent++
 		s.Stats.Chunks.Add(1)
 		s.Stats.Bytes.Add(uint64(len(b)))
-		if err := s.link.Publish(ctx, topic, &Data{Offer: g.Offer, Comp: g.Comp, Index: uint32(idx), Bytes: b, Seq: g.Seq}); err != nil {
-			return err
-		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := s.link.Publish(ctx, topic, &Data{Offer: g.Offer, Comp: g.Comp, Index: i, Bytes: b, Seq: g.Seq})
+			if err != nil {
+				once.Do(func() { first = err })
+			}
+		}()
 	}
-	return nil
+	wg.Wait()
+	return first
 }
 
 func kindOf(err error) ErrorKind {
