@@ -188,8 +188,9 @@ func (t *Target) reader() (*os.File, bool) {
 	return t.f, false
 }
 
-// Verify syncs, drops the cached pages and reads the first n bytes back
-// from the device, comparing their sha256 with sum (ErrVerify on mismatch).
+// Verify syncs and reads the first n bytes back from the device (O_DIRECT,
+// or after dropping the cached pages), comparing their sha256 with sum
+// (ErrVerify on mismatch).
 func (t *Target) Verify(n int64, sum []byte) error {
 	return t.verifyFrom(sha256.New(), 0, n, sum)
 }
@@ -232,12 +233,13 @@ func (t *Target) finish(n int64, sum []byte, h hash.Hash, verified int64) error 
 	return t.Sync()
 }
 
-// Write streams r into the slot from offset 0, then Finish. size is the
-// number of bytes r yields (-1: until EOF, bounded by the slot size). If
-// sum is set, the sha256 of the stream must equal it (ErrDigest), checked
-// before the read-back. Hashing runs alongside the writes, and with
-// read-back on, each 32 MiB window is read back from the device as soon
-// as its writeback has finished, while later windows are still written.
+// Write streams r into the slot from offset 0 and finishes it (see
+// Finish). size is the number of bytes r yields (-1: until EOF, bounded by
+// the slot size). With read-back on and sum set, each 32 MiB window is read
+// back from the device as soon as its writeback has finished, while later
+// windows are still written, and the read-back sha256 must equal sum
+// (ErrVerify). Otherwise the stream is hashed alongside the writes and
+// must equal sum if set (ErrDigest).
 func (t *Target) Write(ctx context.Context, r io.Reader, size int64, sum []byte) error {
 	if size > t.size {
 		return fmt.Errorf("write slot %s/%s: %d bytes: %w (%d bytes)", t.slot.Class, t.slot.BootName, size, ErrTooLarge, t.size)
