@@ -219,10 +219,6 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 		}
 		ac.TlsCfg = tc
 	}
-	if cfg.Password != nil && cfg.Username == "" {
-		// MQTT v5 allows a password without a user name; keep it that way.
-		ac.ConnectUsername = ""
-	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
 	cm, err := autopaho.NewConnection(runCtx, ac)

@@ -30,7 +30,10 @@ type Link interface {
 
 // Progress remembers, across restarts, which chunks of the component being
 // fetched are already written and verified. comp is the component index in
-// the manifest. MarkDone is called only after the chunk is written to the sink.
+// the manifest. MarkDone is called only after WriteAt returned; an
+// implementation that persists the set must make the sink's data durable
+// (fsync) no later than the set that claims it, e.g. by syncing both every N
+// chunks.
 type Progress interface {
 	Done(comp, idx int) bool
 	MarkDone(comp, idx int) error
