@@ -56,11 +56,22 @@ type Target struct {
 }
 
 // OpenTarget opens the slot for writing after checking, from
-// Paths.Cmdline and Paths.Mountinfo, that it is not booted or mounted.
+// Paths.Cmdline and Paths.Mountinfo, that it is not booted or mounted. As
+// a second guard against a config that disagrees with the command line,
+// a slot whose device is the root= device is refused too.
 func (c *Config) OpenTarget(s *Slot) (*Target, error) {
-	booted, err := c.ReadBooted()
+	b, err := os.ReadFile(c.Paths.Cmdline)
+	if err != nil {
+		return nil, fmt.Errorf("open slot %s/%s: %w: read cmdline: %v", s.Class, s.BootName, ErrUnknownBooted, err)
+	}
+	booted, err := c.Booted(string(b))
 	if err != nil {
 		return nil, fmt.Errorf("open slot %s/%s: %w", s.Class, s.BootName, err)
+	}
+	if root := ParseCmdline(string(b))[ParamRoot]; root != "" && s.Type != TypeDir {
+		if dev, err := c.resolveRoot(root); err == nil && sameDevice(dev, s.Device) {
+			return nil, fmt.Errorf("open slot %s/%s: %w: %s is root=%s", s.Class, s.BootName, ErrBootedSlot, s.Device, root)
+		}
 	}
 	return OpenTarget(s, TargetOptions{Booted: booted, Mountinfo: c.Paths.Mountinfo, Sys: c.Paths.Sys})
 }

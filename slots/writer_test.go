@@ -80,6 +80,11 @@ func TestWriteRefusals(t *testing.T) {
 	}
 	tgt.Close()
 
+	// The command line names A but root= is B's device: refuse B.
+	os.WriteFile(c.Paths.Cmdline, []byte("autopatcher.slot=A root=PARTUUID=1234abcd-03"), 0o600)
+	if err := c.Write(ctx, cl.B, bytes.NewReader(data), 4096, nil); !errors.Is(err, ErrBootedSlot) {
+		t.Errorf("root= is the target: err = %v, want ErrBootedSlot", err)
+	}
 	// Unknown booted slot: refuse everything.
 	os.WriteFile(c.Paths.Cmdline, []byte("quiet"), 0o600)
 	if err := c.Write(ctx, cl.B, bytes.NewReader(data), 4096, nil); !errors.Is(err, ErrUnknownBooted) {
