@@ -56,8 +56,8 @@
 //
 // Config.OpenTarget(slot) (or OpenTarget with explicit TargetOptions)
 // refuses, before opening anything: directory slots (ErrDirSlot), an
-// unknown booted slot (ErrUnknownBooted), the booted slot (ErrBootedSlot),
-// and a device that is mounted (ErrMounted: the device path, or a link to
+// unknown booted slot (ErrUnknownBooted), the booted slot or the device
+// of root= (ErrBootedSlot), and a device that is mounted (ErrMounted: the device path, or a link to
 // it, is a mount source in mountinfo, its device number is a mounted st_dev,
 // or the slot file backs a loop device, per paths.sys, that is mounted).
 // Block devices are also opened O_EXCL, which Linux refuses while they are
