@@ -324,9 +324,11 @@ func (u *UBootConfig) validate() error {
 	if u.Tries == 0 {
 		u.Tries = DefaultTries
 	}
-	if u.Tries < 1 || u.Tries > 9 {
-		// The boot script counts with setexpr, which is hex: keep to one digit.
-		return fieldErr("bootloader.uboot.tries", "%d not in 1..9", u.Tries)
+	if u.Tries < 2 || u.Tries > 9 {
+		// The boot script counts with setexpr, which is hex: keep to one
+		// digit. One try is what marks a trial (Try), so a committed slot
+		// needs at least two.
+		return fieldErr("bootloader.uboot.tries", "%d not in 2..9", u.Tries)
 	}
 	if u.Parts == nil {
 		u.Parts = map[string]int{"A": 2, "B": 3}

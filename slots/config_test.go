@@ -66,6 +66,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"dup boot name", "bootloader: {type: uboot}\nslots: {r: {a: {device: /x, boot_name: B}, b: {device: /y}}}", "slots.r.b.boot_name"},
 		{"classes disagree", "bootloader: {type: uboot}\nslots: {r: {a: {device: /x}, b: {device: /y}}, s: {a: {device: /z, boot_name: X}, b: {device: /w}}}", "slots.s"},
 		{"scheme", "bootloader: {type: uboot, uboot: {scheme: x}}\nslots: {r: {a: {device: /x}, b: {device: /y}}}", "bootloader.uboot.scheme"},
+		{"one try", "bootloader: {type: uboot, uboot: {tries: 1}}\nslots: {r: {a: {device: /x}, b: {device: /y}}}", "bootloader.uboot.tries"},
 		{"tries", "bootloader: {type: uboot, uboot: {tries: 12}}\nslots: {r: {a: {device: /x}, b: {device: /y}}}", "bootloader.uboot.tries"},
 		{"size", "bootloader: {type: uboot}\nslots: {r: {a: {device: /x, size: 12Q}, b: {device: /y}}}", "size"},
 		{"unknown key", "bootloader: {type: uboot}\nslots: {r: {a: {device: /x, sise: 1}, b: {device: /y}}}", "sise"},

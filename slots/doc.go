@@ -15,7 +15,7 @@
 //	    fw_env_config: /etc/fw_env.config  # env location and size
 //	    mirror: ""           # second file of the mirrored-files mode; "" = off
 //	    scheme: rauc         # rauc | mender
-//	    tries: 3             # boot attempts of a committed slot, 1..9
+//	    tries: 3             # boot attempts of a committed slot, 2..9
 //	    parts: {A: 2, B: 3}  # mender_boot_part per boot name (mender only)
 //	  tryboot: {...}         # see tryboot.go
 //	  grub: {env_path: ...}  # see the GRUB backend
