@@ -3,12 +3,14 @@ package transport_test
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"io"
 	"math/rand/v2"
 	"net"
 	"testing"
 	"time"
 
+	"github.com/autopatcher/autopatcher/bundle"
 	"github.com/autopatcher/autopatcher/transport"
 	"github.com/autopatcher/autopatcher/transport/transporttest"
 )
@@ -123,4 +125,76 @@ func tcpCopy(b *testing.B, payload []byte, n int) time.Duration {
 		b.Fatalf("tcp copy moved %d bytes, want %d", k, len(payload)*n)
 	}
 	return d
+}
+
+// BenchmarkDelta fetches a 256 MiB image of which 1% changed (64 scattered
+// regions of 40 KiB) while the device holds the previous image, and reports
+// the bytes that crossed the network as a fraction of the full component.
+func BenchmarkDelta(b *testing.B) {
+	const size = 256 << 20
+	img1 := image(11, size)
+	img2 := bytes.Clone(img1)
+	rng := rand.New(rand.NewPCG(12, 0))
+	const regions, region = 64, 40 << 10
+	for r := 0; r < regions; r++ {
+		off := r*(size/regions) + rng.IntN(size/regions-region)
+		for i := off; i < off+region; i++ {
+			img2[i] = byte(rng.Uint32())
+		}
+	}
+	// The device's copy of the first image: only its chunk table is needed.
+	m1 := manifestOf(b, img1)
+	local := transporttest.NewLocal(&m1.Components[0], img1)
+	apb2 := build(b, "2.0.0", img2)
+
+	br := transporttest.Start(b)
+	br.Add(transport.Hub, []byte("hub"))
+	br.Add("dev", []byte("dev"))
+	store := transporttest.NewStore()
+	m2, digest, err := store.Add("o2", apb2, trust)
+	if err != nil {
+		b.Fatal(err)
+	}
+	offers := &transport.OfferSet{}
+	offers.Add("dev", "o2", time.Time{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	hub := dialB(b, br.URL(), transport.Hub, "hub")
+	if err := transport.NewServer(hub, store, offers.Offered, transport.ServeOptions{Logger: quiet}).Start(ctx); err != nil {
+		b.Fatal(err)
+	}
+	dev := dialB(b, br.URL(), "dev", "dev")
+	f, err := transport.NewFetcher(dev, "dev", transport.FetchOptions{Logger: quiet})
+	if err != nil {
+		b.Fatal(err)
+	}
+	comp := &m2.Components[0]
+	out := make(memSink, size)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		err := f.Fetch(ctx, transport.Request{Offer: "o2", Digest: digest, Comp: comp, Sink: out, Done: &transporttest.Progress{}, Local: local})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	if !bytes.Equal(out, img2) {
+		b.Fatal("transferred image differs")
+	}
+	wire := float64(f.Stats.Bytes.Load()) / float64(b.N)
+	b.ReportMetric(wire/float64(comp.StoredSize()), "wire-fraction")
+	b.ReportMetric(wire/float64(size), "wire-fraction-of-raw")
+	b.ReportMetric(float64(regions*region)/float64(size), "changed-fraction")
+	b.ReportMetric(wire/(1<<20), "wire-MiB")
+}
+
+// manifestOf chunks img as the bundle builder does and returns the manifest,
+// without keeping the bundle.
+func manifestOf(b *testing.B, img []byte) *bundle.Manifest {
+	m := &bundle.Manifest{Name: "app", Version: "1.0.0", Severity: bundle.SeverityNormal, Compatible: []string{"sim"},
+		Components: []bundle.Component{{Name: "rootfs", Kind: bundle.KindImage, Slot: "rootfs", Version: "1.0.0", Compression: bundle.CompressionZstd}}}
+	if err := bundle.Build(context.Background(), io.Discard, m, []io.Reader{bytes.NewReader(img)}, []crypto.Signer{vendorKey}, bundle.BuildOptions{TempDir: b.TempDir()}); err != nil {
+		b.Fatal(err)
+	}
+	return m
 }
