@@ -26,10 +26,14 @@ const GrubTrialVar = "AUTOPATCHER_TRIAL"
 //
 // On every boot the script boots the first slot in ORDER with x_OK=1 and
 // x_TRY=0, setting x_TRY=1 first (save_env). If there is none, every slot
-// with x_OK=1 gets x_TRY=0 back and the script chooses again; if no slot is
-// OK at all it boots the first in ORDER. So a slot not marked good again
-// after it booted is skipped by the next boot: the running system must
-// Commit the booted slot on every healthy boot (RAUC's mark-good).
+// with x_OK=1 except the AUTOPATCHER_TRIAL slot gets x_TRY=0 back and the
+// script chooses again, then once more with the trial slot reset too; if no
+// slot is OK at all it boots A. So a slot not marked good again after it
+// booted is skipped by the next boot: the running system must Commit the
+// booted slot on every healthy boot (RAUC's mark-good). Sparing the trial
+// slot in the first reset is our one change to RAUC's script: a trial gets
+// exactly one boot even when the fallback boot is not confirmed before the
+// next power cycle.
 //
 //   - Try(X): X first in ORDER, X_OK=1, X_TRY=0; every other OK slot gets
 //     TRY=0 (the fallback is fresh, so X gets exactly one boot);

@@ -61,8 +61,9 @@ func (b *grubBoard) reboot() {
 	for _, n := range []string{"A_OK", "A_TRY", "B_OK", "B_TRY"} {
 		vars[n] = get(n, "0")
 	}
+	trial := get(GrubTrialVar, "")
 	slot := ""
-	for pass := 0; pass < 2 && slot == ""; pass++ {
+	for pass := 1; pass <= 3 && slot == ""; pass++ {
 		for _, s := range strings.Fields(get("ORDER", "A B")) {
 			if slot == "" && (s == "A" || s == "B") && vars[s+"_OK"] == "1" && vars[s+"_TRY"] == "0" {
 				slot = s
@@ -71,7 +72,7 @@ func (b *grubBoard) reboot() {
 		}
 		if slot == "" {
 			for _, s := range []string{"A", "B"} {
-				if vars[s+"_OK"] == "1" {
+				if vars[s+"_OK"] == "1" && (pass != 1 || trial != s) {
 					vars[s+"_TRY"] = "0"
 				}
 			}
@@ -159,6 +160,10 @@ func TestGrubTransitions(t *testing.T) {
 			vars + "B A,A_OK=1,A_TRY=1,B_OK=1,B_TRY=1 | booted=A primary=B pending= trial= tries=map[A:0 B:0] bad=[]"},
 		{"uncommitted trial falls back", []string{"try B", "reboot", "reboot"},
 			vars + "B A,A_OK=1,A_TRY=1,B_OK=1,B_TRY=1,AUTOPATCHER_TRIAL=B | booted=A primary=A pending= trial= tries=map[A:0 B:0] bad=[]"},
+		{"unconfirmed fallback never retries the trial", []string{"try B", "reboot", "reboot", "reboot", "reboot"},
+			vars + "B A,A_OK=1,A_TRY=1,B_OK=1,B_TRY=1,AUTOPATCHER_TRIAL=B | booted=A primary=A pending= trial= tries=map[A:0 B:0] bad=[]"},
+		{"trial of the only good slot boots again", []string{"bad A", "try B", "reboot", "reboot"},
+			vars + "B A,A_OK=0,A_TRY=0,B_OK=1,B_TRY=1,AUTOPATCHER_TRIAL=B | booted=B primary=B pending= trial=B tries=map[A:0 B:0] bad=[A]"},
 		{"failed trial marked bad", []string{"try B", "reboot", "reboot", "bad B", "commit-booted"},
 			vars + "A B,A_OK=1,A_TRY=0,B_OK=0,B_TRY=0 | booted=A primary=A pending= trial= tries=map[A:1 B:0] bad=[B]"},
 		{"bad slot never boots", []string{"try B", "reboot", "reboot", "bad B", "reboot", "reboot", "reboot"},
