@@ -297,14 +297,17 @@ func (h *Hub) onStatus(ctx context.Context, device string, m transport.Message) 
 	if final == "" {
 		return
 	}
+	// The device's last result first: whoever sees the deployment finished sees it too.
+	if err := h.store.UpdateDevice(ctx, device, func(d *Device) error {
+		d.LastResult = final
+		return nil
+	}); err != nil {
+		h.log.Error("record last result", "device", device, "err", err)
+	}
 	if err := h.store.AddStep(ctx, depID, Step{State: final, Detail: detail}); err != nil {
 		h.log.Error("record step", "deployment", depID, "err", err)
 		return
 	}
-	h.store.UpdateDevice(ctx, device, func(d *Device) error {
-		d.LastResult = final
-		return nil
-	})
 	h.withdraw(device, depID)
 	h.log.Info("deployment finished", "device", device, "deployment", depID, "result", final, "detail", detail)
 }

@@ -17,9 +17,12 @@ import (
 // now is the hub's clock; every timestamp the store writes comes from it.
 var now = time.Now
 
-// SQLite is the default Store: one database file in WAL mode.
+// SQLite is the default Store: one database file in WAL mode, written through a
+// single connection (writers queue in Go instead of sleeping in SQLite's busy
+// handler) and read through a small pool that WAL lets run beside the writer.
 type SQLite struct {
-	db *sql.DB
+	w  *sql.DB    // one connection: every write and every read-modify-write transaction
+	r  *sql.DB    // readers
 	mu sync.Mutex // serialises writers that read-then-write (audit chain, steps)
 }
 
@@ -33,26 +36,39 @@ func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 	q.Add("_pragma", "foreign_keys(1)")
 	q.Add("_pragma", "synchronous(NORMAL)")
 	q.Set("_txlock", "immediate")
-	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	dsn := "file:" + path + "?" + q.Encode()
+	w, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	db.SetMaxOpenConns(4)
-	if _, err := migrate(ctx, db, sqliteMigrations); err != nil {
-		db.Close()
+	w.SetMaxOpenConns(1)
+	if _, err := migrate(ctx, w, sqliteMigrations); err != nil {
+		w.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	return &SQLite{db: db}, nil
+	r, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	r.SetMaxOpenConns(4)
+	return &SQLite{w: w, r: r}, nil
 }
 
 // SchemaVersion reports the applied migration version.
-func (s *SQLite) SchemaVersion(ctx context.Context) (int, error) { return schemaVersion(ctx, s.db) }
+func (s *SQLite) SchemaVersion(ctx context.Context) (int, error) { return schemaVersion(ctx, s.r) }
 
 // Close closes the database.
-func (s *SQLite) Close() error { return s.db.Close() }
+func (s *SQLite) Close() error {
+	err := s.r.Close()
+	if werr := s.w.Close(); err == nil {
+		err = werr
+	}
+	return err
+}
 
 func (s *SQLite) tx(ctx context.Context, fn func(*sql.Tx) error) error {
-	tx, err := s.db.BeginTx(ctx, nil)
+	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
@@ -113,7 +129,7 @@ func scanBundle(sc interface{ Scan(...any) error }) (*BundleRecord, error) {
 }
 
 func (s *SQLite) Bundle(ctx context.Context, name, version string) (*BundleRecord, error) {
-	b, err := scanBundle(s.db.QueryRowContext(ctx, `SELECT `+bundleCols+` FROM bundles WHERE name = ? AND version = ?`, name, version))
+	b, err := scanBundle(s.r.QueryRowContext(ctx, `SELECT `+bundleCols+` FROM bundles WHERE name = ? AND version = ?`, name, version))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("bundle %s@%s: %w", name, version, ErrNotFound)
 	}
@@ -121,7 +137,7 @@ func (s *SQLite) Bundle(ctx context.Context, name, version string) (*BundleRecor
 }
 
 func (s *SQLite) Bundles(ctx context.Context) ([]BundleRecord, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+bundleCols+` FROM bundles ORDER BY name, created`)
+	rows, err := s.r.QueryContext(ctx, `SELECT `+bundleCols+` FROM bundles ORDER BY name, created`)
 	if err != nil {
 		return nil, err
 	}
@@ -138,7 +154,7 @@ func (s *SQLite) Bundles(ctx context.Context) ([]BundleRecord, error) {
 }
 
 func (s *SQLite) BundleChunks(ctx context.Context, name, version string) ([]ChunkRef, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT component, idx, chunk_key, size FROM bundle_chunks
+	rows, err := s.r.QueryContext(ctx, `SELECT component, idx, chunk_key, size FROM bundle_chunks
 		WHERE name = ? AND version = ? ORDER BY component, idx`, name, version)
 	if err != nil {
 		return nil, err
@@ -244,7 +260,7 @@ func (s *SQLite) PutDevice(ctx context.Context, d *Device) error {
 	if err != nil {
 		return err
 	}
-	_, err = s.db.ExecContext(ctx, `INSERT INTO devices (`+deviceCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, args...)
+	_, err = s.w.ExecContext(ctx, `INSERT INTO devices (`+deviceCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, args...)
 	if isUnique(err) {
 		return fmt.Errorf("store device %s: %w", d.ID, ErrExists)
 	}
@@ -252,7 +268,7 @@ func (s *SQLite) PutDevice(ctx context.Context, d *Device) error {
 }
 
 func (s *SQLite) Device(ctx context.Context, id string) (*Device, error) {
-	d, err := scanDevice(s.db.QueryRowContext(ctx, `SELECT `+deviceCols+` FROM devices WHERE id = ?`, id))
+	d, err := scanDevice(s.r.QueryRowContext(ctx, `SELECT `+deviceCols+` FROM devices WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("device %s: %w", id, ErrNotFound)
 	}
@@ -278,7 +294,7 @@ func (s *SQLite) Devices(ctx context.Context, f DeviceFilter) ([]Device, error) 
 			args = append(args, 0)
 		}
 	}
-	rows, err := s.db.QueryContext(ctx, q+` ORDER BY id`, args...)
+	rows, err := s.r.QueryContext(ctx, q+` ORDER BY id`, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -298,7 +314,7 @@ func (s *SQLite) SetDeviceStatus(ctx context.Context, id string, st DeviceStatus
 	if !st.Valid() {
 		return fmt.Errorf("set status of %s: invalid status %q", id, st)
 	}
-	res, err := s.db.ExecContext(ctx, `UPDATE devices SET status = ? WHERE id = ?`, string(st), id)
+	res, err := s.w.ExecContext(ctx, `UPDATE devices SET status = ? WHERE id = ?`, string(st), id)
 	if err != nil {
 		return err
 	}
@@ -361,7 +377,7 @@ func (s *SQLite) CreateDeployment(ctx context.Context, d *Deployment) error {
 func (s *SQLite) Deployment(ctx context.Context, id int64) (*Deployment, error) {
 	var d Deployment
 	var created, updated int64
-	err := s.db.QueryRowContext(ctx, `SELECT id, bundle, version, device, state, created, updated FROM deployments WHERE id = ?`, id).
+	err := s.r.QueryRowContext(ctx, `SELECT id, bundle, version, device, state, created, updated FROM deployments WHERE id = ?`, id).
 		Scan(&d.ID, &d.Bundle, &d.Version, &d.Device, &d.State, &created, &updated)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("deployment %d: %w", id, ErrNotFound)
@@ -370,7 +386,7 @@ func (s *SQLite) Deployment(ctx context.Context, id int64) (*Deployment, error) 
 		return nil, err
 	}
 	d.Created, d.Updated = time.Unix(0, created).UTC(), time.Unix(0, updated).UTC()
-	rows, err := s.db.QueryContext(ctx, `SELECT state, detail, at FROM deployment_steps WHERE deployment = ? ORDER BY seq`, id)
+	rows, err := s.r.QueryContext(ctx, `SELECT state, detail, at FROM deployment_steps WHERE deployment = ? ORDER BY seq`, id)
 	if err != nil {
 		return nil, err
 	}
@@ -397,7 +413,7 @@ func (s *SQLite) Deployments(ctx context.Context, device string, activeOnly bool
 	if activeOnly {
 		q += ` AND final = 0`
 	}
-	rows, err := s.db.QueryContext(ctx, q+` ORDER BY id DESC`, args...)
+	rows, err := s.r.QueryContext(ctx, q+` ORDER BY id DESC`, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -478,7 +494,7 @@ func (s *SQLite) Audit(ctx context.Context, after int64, limit int) ([]AuditEntr
 		q += ` LIMIT ?`
 		args = append(args, limit)
 	}
-	rows, err := s.db.QueryContext(ctx, q, args...)
+	rows, err := s.r.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, err
 	}

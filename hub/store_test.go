@@ -43,15 +43,15 @@ func TestMigrations(t *testing.T) {
 		t.Errorf("Device(d1) after reopen: %v", err)
 	}
 	var rows int
-	s.db.QueryRow(`SELECT COUNT(*) FROM schema_version`).Scan(&rows)
+	s.w.QueryRow(`SELECT COUNT(*) FROM schema_version`).Scan(&rows)
 	if rows != len(sqliteMigrations) {
 		t.Errorf("schema_version rows = %d, want %d", rows, len(sqliteMigrations))
 	}
 	var fk, busy int
 	var mode string
-	s.db.QueryRow(`PRAGMA foreign_keys`).Scan(&fk)
-	s.db.QueryRow(`PRAGMA journal_mode`).Scan(&mode)
-	s.db.QueryRow(`PRAGMA busy_timeout`).Scan(&busy)
+	s.w.QueryRow(`PRAGMA foreign_keys`).Scan(&fk)
+	s.w.QueryRow(`PRAGMA journal_mode`).Scan(&mode)
+	s.w.QueryRow(`PRAGMA busy_timeout`).Scan(&busy)
 	if fk != 1 || mode != "wal" || busy != 5000 {
 		t.Errorf("pragmas foreign_keys=%d journal_mode=%s busy_timeout=%d, want 1 wal 5000", fk, mode, busy)
 	}
@@ -226,7 +226,7 @@ func TestAuditTamper(t *testing.T) {
 			for i := 0; i < 3; i++ {
 				s.AppendAudit(ctx, &AuditEntry{Actor: "alice", Action: "a", Detail: "d"})
 			}
-			if _, err := s.db.Exec(tt.sql); err != nil {
+			if _, err := s.w.Exec(tt.sql); err != nil {
 				t.Fatal(err)
 			}
 			if err := VerifyStoreAudit(ctx, s); !errors.Is(err, ErrAuditTampered) {
