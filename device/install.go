@@ -336,7 +336,7 @@ func (e *Engine) writeImage(ctx context.Context, s *chunkStream, it PlanItem, c 
 	if err != nil {
 		return err
 	}
-	var w io.Writer = f
+	w := newFlushWriter(f)
 	if e.o.wrapSlot != nil {
 		w = e.o.wrapSlot(it.Component, w)
 	}

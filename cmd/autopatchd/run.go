@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -34,6 +35,9 @@ commands:
   rollback                         cancel the update under way
   reboot                           reboot into the installed update (reboot policy "hub")
 `
+
+// memoryLimit is the default soft memory limit of the Go runtime.
+const memoryLimit = 10 << 20
 
 // errUsage is returned for bad command lines.
 var errUsage = errors.New("bad usage")
@@ -61,6 +65,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	cmd, rest := fs.Arg(0), fs.Args()[1:]
+	if os.Getenv("GOMEMLIMIT") == "" {
+		// Installs stream through a few small buffers; a soft limit keeps the
+		// garbage of a long install from growing the heap.
+		debug.SetMemoryLimit(memoryLimit)
+	}
 	e, err := newEngine(cfg, log)
 	if err != nil {
 		return err
