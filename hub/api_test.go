@@ -91,7 +91,7 @@ func TestRBAC(t *testing.T) {
 	for _, e := range ar.Entries {
 		got = append(got, e.Actor+":"+e.Action+":"+e.Target)
 	}
-	want := "oscar:bundle.upload:app@1.0.0 alice:bundle.delete:app@1.0.0"
+	want := "oscar:bundle.refused: oscar:bundle.upload:app@1.0.0 alice:bundle.delete:app@1.0.0"
 	if strings.Join(got, " ") != want || !ar.Verified {
 		t.Errorf("audit = %q verified=%v, want %q verified", strings.Join(got, " "), ar.Verified, want)
 	}

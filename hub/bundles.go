@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 
 	"github.com/autopatcher/autopatcher/bundle"
 )
@@ -51,6 +52,8 @@ func (h *Hub) Upload(ctx context.Context, actor string, r io.Reader, maxSize int
 	}
 	rec, chunks, stored, err := h.verifyFile(f, n)
 	if err != nil {
+		// A refused bundle changes nothing, but who tried to push what is worth keeping.
+		h.audit(ctx, actor, "bundle.refused", "", err.Error())
 		return nil, nil, fmt.Errorf("upload bundle: %w", err)
 	}
 	rec.UploadedBy = actor
@@ -166,6 +169,43 @@ func (h *Hub) verifyFile(f *os.File, n int64) (*BundleRecord, []ChunkRef, *layou
 		Size:            n,
 	}
 	return rec, refs, lay, nil
+}
+
+// CollectGarbage removes chunk files no bundle references (left by an upload that
+// was interrupted between storing its chunks and recording the bundle) and stale
+// upload spool files. It returns how many chunks it removed.
+func (h *Hub) CollectGarbage(ctx context.Context) (int, error) {
+	h.chunkMu.Lock()
+	defer h.chunkMu.Unlock()
+	used, err := h.store.ChunkKeys(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("collect chunks: %w", err)
+	}
+	in := make(map[string]bool, len(used))
+	for _, k := range used {
+		in[k] = true
+	}
+	keys, err := h.opt.Chunks.Keys()
+	if err != nil {
+		return 0, fmt.Errorf("collect chunks: %w", err)
+	}
+	var orphans []string
+	for _, k := range keys {
+		if !in[k] {
+			orphans = append(orphans, k)
+		}
+	}
+	h.removeChunks(orphans)
+	if h.opt.TempDir != "" {
+		stale, _ := filepath.Glob(filepath.Join(h.opt.TempDir, "upload-*.apb"))
+		for _, p := range stale {
+			os.Remove(p)
+		}
+	}
+	if len(orphans) > 0 {
+		h.log.Info("removed unreferenced chunks", "count", len(orphans))
+	}
+	return len(orphans), nil
 }
 
 // DeleteBundle removes a bundle (refused while a deployment of it is active) and

@@ -120,3 +120,27 @@ func TestChunkDedup(t *testing.T) {
 		t.Errorf("DeleteBundle(gone) = %v, want ErrNotFound", err)
 	}
 }
+
+func TestCollectGarbage(t *testing.T) {
+	ctx := context.Background()
+	key, _, pub := hubtest.Key(t)
+	var data string
+	s := hubtest.Start(t, pub, func(c *hub.Config) { data = c.Data })
+	if _, _, err := s.Hub.Upload(ctx, "alice", bytes.NewReader(hubtest.Bundle(t, key, "app", "1.0.0", hubtest.Payload(9, 100<<10))), 0); err != nil {
+		t.Fatal(err)
+	}
+	chunks, _ := hub.OpenChunks(data + "/chunks")
+	before, _ := chunks.Keys()
+	orphan := hub.ChunkKey(bytes.Repeat([]byte{7}, 32), "")
+	if _, err := chunks.Put(orphan, []byte("left by an interrupted upload")); err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.Hub.CollectGarbage(ctx)
+	if err != nil || n != 1 {
+		t.Errorf("CollectGarbage = %d, %v, want 1 removed", n, err)
+	}
+	after, _ := chunks.Keys()
+	if chunks.Has(orphan) || len(after) != len(before) {
+		t.Errorf("after collection: orphan present %v, %d chunks, want %d", chunks.Has(orphan), len(after), len(before))
+	}
+}

@@ -121,6 +121,21 @@ func (c *Chunks) Remove(key string) error {
 	return nil
 }
 
+// Keys lists the stored chunk keys (temporary files excluded).
+func (c *Chunks) Keys() ([]string, error) {
+	var keys []string
+	err := filepath.WalkDir(c.dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() && validKey(d.Name()) {
+			keys = append(keys, d.Name())
+		}
+		return nil
+	})
+	return keys, err
+}
+
 // Usage returns the number of chunk files and their total size in bytes.
 func (c *Chunks) Usage() (n int, bytes int64, err error) {
 	err = filepath.WalkDir(c.dir, func(p string, d fs.DirEntry, err error) error {

@@ -72,8 +72,12 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err er
 	if s.Hub, err = New(opt); err != nil {
 		return nil, err
 	}
-	// Nobody is connected yet, whatever the store says from the last run.
+	// Nobody is connected yet, whatever the store says from the last run; and no
+	// upload is under way, so unreferenced chunks are leftovers of an interrupted one.
 	if err := s.Hub.resetPresence(ctx); err != nil {
+		return nil, err
+	}
+	if _, err := s.Hub.CollectGarbage(ctx); err != nil {
 		return nil, err
 	}
 

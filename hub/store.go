@@ -24,6 +24,8 @@ type Store interface {
 	// DeleteBundle removes a bundle and returns the chunk keys no other bundle
 	// references any more. It fails with ErrInUse while a deployment of the bundle is active.
 	DeleteBundle(ctx context.Context, name, version string) (orphans []string, err error)
+	// ChunkKeys lists every chunk key some bundle references.
+	ChunkKeys(ctx context.Context) ([]string, error)
 
 	// PutDevice creates a device; ErrExists if the id is taken.
 	PutDevice(ctx context.Context, d *Device) error

@@ -210,6 +210,23 @@ func (s *SQLite) DeleteBundle(ctx context.Context, name, version string) ([]stri
 	return orphans, err
 }
 
+func (s *SQLite) ChunkKeys(ctx context.Context) ([]string, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT DISTINCT chunk_key FROM bundle_chunks`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var k string
+		if err := rows.Scan(&k); err != nil {
+			return nil, err
+		}
+		out = append(out, k)
+	}
+	return out, rows.Err()
+}
+
 // ---- devices
 
 const deviceCols = `id, status, hardware, credential_hash, cert_sha256, inventory, last_result, last_seen, online, created`
