@@ -52,17 +52,16 @@ func Cut(data []byte) int {
 	}
 	normal := min(AvgChunk, n)
 	var fp uint64
-	i := MinChunk
-	for ; i < normal; i++ {
-		fp = fp<<1 + gear[data[i]]
+	for j, v := range data[MinChunk:normal] {
+		fp = fp<<1 + gear[v]
 		if fp&maskStrict == 0 {
-			return i + 1
+			return MinChunk + j + 1
 		}
 	}
-	for ; i < n; i++ {
-		fp = fp<<1 + gear[data[i]]
+	for j, v := range data[normal:n] {
+		fp = fp<<1 + gear[v]
 		if fp&maskLoose == 0 {
-			return i + 1
+			return normal + j + 1
 		}
 	}
 	return n

@@ -153,10 +153,51 @@ func TestIncompressible(t *testing.T) {
 		{"zeros", make([]byte, 64<<10), false},
 		{"short random", randBytes("entropy", 100), false},
 		{"random with a zero half", append(randBytes("entropy", 32<<10), make([]byte, 32<<10)...), false},
+		{"random, sampled", randBytes("entropy", MaxChunk), true},
+		{"text, sampled", textBytes("entropy", MaxChunk), false},
+		{"random with a zero half, sampled", append(randBytes("entropy", MaxChunk/2), make([]byte, MaxChunk/2)...), false},
 	}
 	for _, tc := range tests {
 		if got := incompressible(tc.data); got != tc.want {
 			t.Errorf("incompressible(%s) = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// refCut is the cut rule as docs/bundle-format.md states it, written
+// plainly; Cut must agree with it, since boundaries decide delta reuse.
+func refCut(d []byte) int {
+	if len(d) <= 16384 {
+		return len(d)
+	}
+	n := min(len(d), 262144)
+	var fp uint64
+	for i := 16384; i < n; i++ {
+		fp = (fp << 1) + gear[d[i]]
+		if i < min(65536, n) {
+			if fp&0xFFFFC00000000000 == 0 {
+				return i + 1
+			}
+		} else if fp&0xFFFC000000000000 == 0 {
+			return i + 1
+		}
+	}
+	return n
+}
+
+func TestCutMatchesSpec(t *testing.T) {
+	for _, data := range [][]byte{
+		randBytes("spec cut", 3<<20),
+		textBytes("spec cut", 1<<20),
+		make([]byte, 600<<10),
+		randBytes("spec cut short", 40000),
+	} {
+		for off, k := 0, 0; off < len(data); k++ {
+			got, want := Cut(data[off:]), refCut(data[off:])
+			if got != want {
+				t.Fatalf("chunk %d at %d: Cut = %d, spec says %d", k, off, got, want)
+			}
+			off += got
 		}
 	}
 }
