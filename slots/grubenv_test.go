@@ -209,20 +209,10 @@ func TestGrubEnvWriteInterop(t *testing.T) {
 	}
 }
 
-// TestGrubEnvReadInterop: what grub-editenv writes, we read, and we encode
-// the same variables to the same bytes.
-func TestGrubEnvReadInterop(t *testing.T) {
-	tool := grubEditenv(t)
-	path := filepath.Join(t.TempDir(), "grubenv")
-	runEditenv(t, tool, path, "create")
-	raw, _ := os.ReadFile(path)
-	empty, err := NewGrubEnv().Bytes()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(raw, empty) {
-		t.Errorf("grub-editenv create wrote %q\nwe write %q", raw, empty)
-	}
+// editenvInterop fills an existing grubenv with grub-editenv: the interop
+// variables, a change, an addition and a removal.
+func editenvInterop(t *testing.T, tool, path string) {
+	t.Helper()
 	args := []string{path, "set"}
 	for _, kv := range grubInteropVars {
 		args = append(args, kv[0]+"="+kv[1])
@@ -230,11 +220,11 @@ func TestGrubEnvReadInterop(t *testing.T) {
 	runEditenv(t, tool, args...)
 	runEditenv(t, tool, path, "set", "ORDER=A B", "extra=1")
 	runEditenv(t, tool, path, "unset", "spaced")
-	raw, _ = os.ReadFile(path)
-	e, err := ParseGrubEnv(raw)
-	if err != nil {
-		t.Fatalf("ParseGrubEnv of grub-editenv's file: %v", err)
-	}
+}
+
+// checkInteropVars checks what editenvInterop left.
+func checkInteropVars(t *testing.T, e *GrubEnv) {
+	t.Helper()
 	want := map[string]string{"extra": "1"}
 	for _, kv := range grubInteropVars {
 		want[kv[0]] = kv[1]
@@ -249,6 +239,58 @@ func TestGrubEnvReadInterop(t *testing.T) {
 			t.Errorf("%s = %q (set %v), want %q", n, got, ok, v)
 		}
 	}
+}
+
+// TestGrubEnvGolden reads a block grub-editenv wrote (testdata, rewritten
+// only with UPDATE_GOLDEN=1) and encodes it back to the same bytes, so the
+// format is checked even where grub-editenv is not installed.
+func TestGrubEnvGolden(t *testing.T) {
+	golden := filepath.Join("testdata", "grubenv", "editenv-interop")
+	if os.Getenv("UPDATE_GOLDEN") == "1" {
+		tool := grubEditenv(t)
+		os.Remove(golden)
+		runEditenv(t, tool, golden, "create")
+		editenvInterop(t, tool, golden)
+	}
+	raw, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := ParseGrubEnv(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkInteropVars(t, e)
+	ours, err := e.Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(ours, raw) {
+		t.Errorf("re-encoded golden block differs:\n ours %q\nfile %q", ours, raw)
+	}
+}
+
+// TestGrubEnvReadInterop: what grub-editenv writes, we read, and we encode
+// the same variables to the same bytes.
+func TestGrubEnvReadInterop(t *testing.T) {
+	tool := grubEditenv(t)
+	path := filepath.Join(t.TempDir(), "grubenv")
+	runEditenv(t, tool, path, "create")
+	raw, _ := os.ReadFile(path)
+	empty, err := NewGrubEnv().Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(raw, empty) {
+		t.Errorf("grub-editenv create wrote %q\nwe write %q", raw, empty)
+	}
+	editenvInterop(t, tool, path)
+	raw, _ = os.ReadFile(path)
+	e, err := ParseGrubEnv(raw)
+	if err != nil {
+		t.Fatalf("ParseGrubEnv of grub-editenv's file: %v", err)
+	}
+	checkInteropVars(t, e)
 	ours, err := e.Bytes()
 	if err != nil {
 		t.Fatal(err)
@@ -261,6 +303,12 @@ func TestGrubEnvReadInterop(t *testing.T) {
 func FuzzParseGrubEnv(f *testing.F) {
 	f.Add(grubBlock(grubEnvWarning + "ORDER=A B\nA_OK=1\nx=a\\\\b\\\nc\n"))
 	f.Add(grubBlock("# c\\\nx=1\n"))
+	seeds, _ := filepath.Glob(filepath.Join("testdata", "grubenv", "*"))
+	for _, p := range seeds {
+		if b, err := os.ReadFile(p); err == nil {
+			f.Add(b)
+		}
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if len(b) < GrubEnvSize {
 			b = append(b, bytes.Repeat([]byte("#"), GrubEnvSize-len(b))...)

@@ -2,6 +2,8 @@ package slots
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -87,9 +89,37 @@ func TestAutobootBytes(t *testing.T) {
 	}
 }
 
+// TestAutobootFiles: every testdata/autoboot/ok-* file parses and every
+// bad-* file is refused.
+func TestAutobootFiles(t *testing.T) {
+	files, _ := filepath.Glob(filepath.Join("testdata", "autoboot", "*.txt"))
+	if len(files) == 0 {
+		t.Fatal("no testdata/autoboot files")
+	}
+	for _, p := range files {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = ParseAutoboot(b)
+		switch name := filepath.Base(p); {
+		case strings.HasPrefix(name, "ok-") && err != nil:
+			t.Errorf("%s: %v", name, err)
+		case strings.HasPrefix(name, "bad-") && !errors.Is(err, ErrAutoboot):
+			t.Errorf("%s: error = %v, want ErrAutoboot", name, err)
+		}
+	}
+}
+
 func FuzzParseAutoboot(f *testing.F) {
 	f.Add([]byte("[all]\ntryboot_a_b=1\nboot_partition=2\n[tryboot]\nboot_partition=3\n"))
 	f.Add([]byte("[none]\nx\n[all]\nboot_partition=4\r\n"))
+	seeds, _ := filepath.Glob(filepath.Join("testdata", "autoboot", "*.txt"))
+	for _, p := range seeds {
+		if b, err := os.ReadFile(p); err == nil {
+			f.Add(b)
+		}
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		a, err := ParseAutoboot(b)
 		if err != nil {
