@@ -300,6 +300,17 @@ func (c *Conn) Subscribe(filter string, h Handler) error {
 	if errors.Is(err, autopaho.ConnectionDownError) {
 		return nil
 	}
+	if errors.Is(err, ErrRefused) {
+		// Not retried on reconnect: the broker's ACL will not change its mind.
+		c.mu.Lock()
+		for i := len(c.subs) - 1; i >= 0; i-- {
+			if c.subs[i].filter == filter {
+				c.subs = append(c.subs[:i], c.subs[i+1:]...)
+				break
+			}
+		}
+		c.mu.Unlock()
+	}
 	return err
 }
 
