@@ -192,6 +192,13 @@ func (b *Broker) Receive(ch transport.Channel, fn func(device string, m transpor
 	})
 }
 
+// Kick disconnects the client with id, if connected (a device just rejected).
+func (b *Broker) Kick(clientID string) {
+	if cl, ok := b.srv.Clients.Get(clientID); ok && !cl.Net.Inline {
+		b.srv.DisconnectClient(cl, packets.ErrNotAuthorized)
+	}
+}
+
 // Close stops the listeners and disconnects every client.
 func (b *Broker) Close() error {
 	if b.closed.Swap(true) {

@@ -129,3 +129,24 @@ func TestPresence(t *testing.T) {
 	c2.Disconnect(&paho.Disconnect{})
 	waitFor(t, "dev-p offline", online(false))
 }
+
+func TestRejectDisconnects(t *testing.T) {
+	ctx := context.Background()
+	s := hubtest.Start(t, "", nil)
+	c := connect(t, s, "dev-r", "pw")
+	waitFor(t, "dev-r online", func() bool { d, err := s.Hub.Store().Device(ctx, "dev-r"); return err == nil && d.Online })
+	if err := s.Hub.SetStatus(ctx, "oscar", "dev-r", hub.StatusRejected); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-c.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("rejected device still connected")
+	}
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if c2, _, err := hubtest.Connect(cctx, s.MQTTAddr(), "dev-r", "pw"); err == nil {
+		c2.Disconnect(&paho.Disconnect{})
+		t.Error("rejected device reconnected")
+	}
+}

@@ -259,6 +259,7 @@ func (l busLink) Subscribe(filter string, fn transport.Handler) error {
 // step; a result ends the deployment and withdraws the retained offer.
 func (h *Hub) onStatus(ctx context.Context, device string, m transport.Message) {
 	st := m.(*transport.Status)
+	h.setOnline(device, true) // any message is a sign of life (the only one behind an external broker)
 	depID, ok := parseOfferID(st.Offer)
 	if !ok {
 		h.log.Debug("status without a hub offer", "device", device, "state", st.State)

@@ -233,6 +233,13 @@ func (h *Hub) SetStatus(ctx context.Context, actor, id string, s DeviceStatus) e
 	action := "device.accept"
 	if s == StatusRejected {
 		action = "device.reject"
+		// A rejected device loses its connection now, not at its next reconnect.
+		h.mu.Lock()
+		k, ok := h.bus.(interface{ Kick(string) })
+		h.mu.Unlock()
+		if ok {
+			k.Kick(id)
+		}
 	}
 	return h.audit(ctx, actor, action, id, "")
 }
