@@ -17,7 +17,9 @@ import (
 type Config struct {
 	// Data is the data directory: hub.db (SQLite) and chunks/. Default "autopatch-hub-data".
 	Data string `yaml:"data"`
-	HTTP struct {
+	// Store selects the database: "" (SQLite in DATA/hub.db) or "sqlite:PATH". Default "".
+	Store string `yaml:"store"`
+	HTTP  struct {
 		// Addr of the HTTP API. Default "127.0.0.1:8080".
 		Addr string `yaml:"addr"`
 		// TLSCert and TLSKey serve the API over HTTPS when both are set. Default: plain HTTP.
@@ -160,6 +162,5 @@ func (c *Config) brokerTLS() (*tls.Config, error) {
 	return &tls.Config{Certificates: []tls.Certificate{cert}, ClientAuth: auth, MinVersion: tls.VersionTLS12}, nil
 }
 
-func (c *Config) dbPath() string     { return filepath.Join(c.Data, "hub.db") }
 func (c *Config) chunkPath() string  { return filepath.Join(c.Data, "chunks") }
 func (c *Config) uploadPath() string { return filepath.Join(c.Data, "tmp") }

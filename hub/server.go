@@ -60,7 +60,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err er
 			s.Close()
 		}
 	}()
-	st, err := OpenSQLite(ctx, cfg.dbPath())
+	st, err := OpenStore(ctx, cfg.Store, cfg.Data)
 	if err != nil {
 		return nil, err
 	}

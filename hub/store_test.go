@@ -260,3 +260,27 @@ func TestChunksDedup(t *testing.T) {
 		t.Errorf("Get(removed) = %v, want ErrNotFound", err)
 	}
 }
+
+func TestOpenStore(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	tests := []struct {
+		url  string
+		want error
+		ok   bool
+	}{
+		{"", nil, true},
+		{"sqlite:" + filepath.Join(dir, "other.db"), nil, true},
+		{"sqlite:", nil, false},
+		{"postgres://hub@db/hub", ErrNoBackend, false},
+	}
+	for _, tt := range tests {
+		s, err := OpenStore(ctx, tt.url, dir)
+		if (err == nil) != tt.ok || (tt.want != nil && !errors.Is(err, tt.want)) {
+			t.Errorf("OpenStore(%q) = %v, want ok=%v (%v)", tt.url, err, tt.ok, tt.want)
+		}
+		if s != nil {
+			s.Close()
+		}
+	}
+}
