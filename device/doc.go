@@ -111,8 +111,8 @@
 //	  timeout: 30m
 //	user: ""                             # run hooks and health checks as this user (name or uid)
 //	self_update:
-//	  binary: ""                         # reserved: path of autopatchd when installed as a package
-//	  deadline: 2m
+//	  binary: ""                         # path of autopatchd when installed as a file (e.g. /usr/bin/autopatchd); "" = off
+//	  deadline: 2m                       # the new binary's self-check, and its confirmation after the restart
 //
 // Durations are Go durations ("90s", "5m") or plain seconds.
 //
@@ -129,6 +129,18 @@
 // AP_HOOK=health; checks are retried every 2s until all pass or the
 // deadline ends, and the last failure, naming the check, is the reason of
 // the rollback.
+//
+// # Self-update
+//
+// When autopatchd is installed as a file rather than inside the A/B image,
+// a bundle updates it with a file component whose path is
+// self_update.binary: the new binary is written beside the old one and
+// must pass "self-check" before the install counts as written; at commit
+// the old one is kept as <binary>.ap-old and the new one renamed over it;
+// the daemon re-executes itself, and the new process confirms itself at
+// start (removing the old copy) if it comes up within the deadline, or
+// restores the old binary. If it never comes up, the systemd unit's
+// ExecStopPost puts <binary>.ap-old back before the restart.
 //
 // # Data path
 //

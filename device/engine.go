@@ -56,6 +56,10 @@ type Options struct {
 	Now      func() time.Time
 	// Trust overrides the trust store of the config (keys loaded from PEM files).
 	Trust *bundle.Trust
+	// ConfigPath is passed to a new autopatchd binary's self-check.
+	ConfigPath string
+	// Executable is the running daemon's binary (default os.Executable).
+	Executable func() (string, error)
 
 	// crash, when set, is called at every persisted transition and may stop
 	// the engine there as a power cut would (power-cut tests).
@@ -70,11 +74,13 @@ type Options struct {
 // Every method loads the persisted state under a lock on the data dir, so
 // the daemon and the command line can share one device.
 type Engine struct {
-	cfg   *Config
-	o     Options
-	store *Store
-	log   *slog.Logger
-	hooks runner
+	cfg         *Config
+	o           Options
+	store       *Store
+	log         *slog.Logger
+	hooks       runner
+	exeAtStart  os.FileInfo // the running binary, for self-update
+	selfAtStart bool        // the running binary is self_update.binary
 }
 
 // New builds an engine. Options.Slots and Options.Bootloader are loaded from
@@ -135,13 +141,23 @@ func New(cfg *Config, o Options) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Engine{
+	if o.Executable == nil {
+		o.Executable = os.Executable
+	}
+	e := &Engine{
 		cfg:   cfg,
 		o:     o,
 		store: &Store{Dir: cfg.DataDir, crash: o.crash},
 		log:   o.Logger,
 		hooks: runner{cred: cred, timeout: cfg.Hooks.Timeout.D()},
-	}, nil
+	}
+	if exe, err := o.Executable(); err == nil {
+		e.exeAtStart, _ = os.Stat(exe)
+		if fi, err := os.Stat(e.selfBinary()); err == nil && cfg.SelfUpdate.Binary != "" && e.exeAtStart != nil {
+			e.selfAtStart = os.SameFile(fi, e.exeAtStart)
+		}
+	}
+	return e, nil
 }
 
 // LoadTrust reads the trust store named by the config.

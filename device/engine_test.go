@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/autopatcher/autopatcher/bundle"
 	"github.com/autopatcher/autopatcher/slots/sim"
@@ -443,5 +444,29 @@ func TestCorruptStateFallsBack(t *testing.T) {
 	os.WriteFile(e.store.Path()+".prev", []byte("[]"), 0o600)
 	if _, err := e.Status(); !errors.Is(err, ErrCorruptState) {
 		t.Errorf("Status with both copies corrupt = %v, want ErrCorruptState", err)
+	}
+}
+
+func TestRebootWindow(t *testing.T) {
+	r := newRig(t)
+	r.cfg.Reboot.Policy = RebootWindow
+	r.cfg.Reboot.Window = "02:00-04:00"
+	r.cfg.Reboot.TimeZone = "UTC"
+	r.now = time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	p := r.build(spec{version: "1.1.0", comps: []comp{image("rootfs", "1.1.0", randomBytes(10, 64<<10))}})
+	res, err := r.install(r.engine(), p, InstallOptions{})
+	if err != nil || res.Status != StatusWaitingWindow || r.reboots != 0 {
+		t.Fatalf("Install at noon = %q, %v, reboots %d; want waiting for the window", res.Status, err, r.reboots)
+	}
+	// The daemon polls; nothing happens until the window opens.
+	if status, err := r.engine().Resume(context.Background()); err != nil || status != StatusWaitingWindow || r.reboots != 0 {
+		t.Errorf("Resume at noon = %q, %v, reboots %d", status, err, r.reboots)
+	}
+	r.now = time.Date(2026, 11, 24, 2, 30, 0, 0, time.UTC)
+	if status, err := r.engine().Resume(context.Background()); err != nil || status != StatusRebooting || r.reboots != 1 {
+		t.Errorf("Resume in the window = %q, %v, reboots %d; want a reboot", status, err, r.reboots)
+	}
+	if _, status := r.reboot(sim.Default); status != Committed.String() {
+		t.Errorf("after the reboot: %q, want committed", status)
 	}
 }

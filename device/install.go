@@ -167,7 +167,13 @@ func (e *Engine) Install(ctx context.Context, r io.Reader, opts InstallOptions) 
 	if err := e.journal().Save(j); err != nil {
 		return out, err
 	}
-	if err := e.writeAll(ctx, ra, m, layout, plan, j, opts); err != nil {
+	err = e.writeAll(ctx, ra, m, layout, plan, j, opts)
+	for _, p := range j.Components {
+		if err == nil && e.isSelf(p) {
+			err = e.selfCheck(ctx, p.Stage)
+		}
+	}
+	if err != nil {
 		if isPowerCut(err) {
 			return out, err
 		}

@@ -117,11 +117,20 @@ func (e *Engine) ConfirmBoot(ctx context.Context) error {
 // step again (to pick up installs made by the command line, windows that
 // open, hub orders).
 func (e *Engine) Run(ctx context.Context, poll time.Duration) error {
+	if err := e.ConfirmSelfUpdate(); err != nil {
+		if errors.Is(err, ErrRestart) {
+			return err
+		}
+		e.log.Error("confirm self-update", "err", err)
+	}
 	if err := e.ConfirmBoot(ctx); err != nil {
 		e.log.Error("confirm boot", "err", err)
 	}
 	for {
 		status, err := e.Resume(ctx)
+		if e.BinaryReplaced() {
+			return ErrRestart
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -324,7 +333,11 @@ func (e *Engine) commit(ctx context.Context, rec *Record) error {
 		case "package":
 			err = commitPackage(p.Target)
 		case "file":
-			err = commitFile(p.Stage, p.Target)
+			if e.isSelf(p) {
+				err = e.switchSelf(p)
+			} else {
+				err = commitFile(p.Stage, p.Target)
+			}
 		}
 		if err != nil {
 			return fmt.Errorf("commit component %q: %w", p.Name, err)

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/term"
@@ -34,6 +35,7 @@ commands:
   mark-bad                         fail the running trial and reboot into the old slot
   rollback                         cancel the update under way
   reboot                           reboot into the installed update (reboot policy "hub")
+  self-check                       print "ok" if this binary can run the device (self-update)
 `
 
 // memoryLimit is the default soft memory limit of the Go runtime.
@@ -70,7 +72,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		// garbage of a long install from growing the heap.
 		debug.SetMemoryLimit(memoryLimit)
 	}
-	e, err := newEngine(cfg, log)
+	e, err := newEngine(cfg, *cfgPath, log)
 	if err != nil {
 		return err
 	}
@@ -89,12 +91,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return report(stdout)(e.Rollback(ctx))
 	case "reboot":
 		return e.RebootNow(ctx)
+	case "self-check":
+		// A new binary proves it runs here before a self-update switches to it.
+		if _, err := e.Status(); err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, "ok")
+		return nil
 	}
 	fs.Usage()
 	return fmt.Errorf("%w: unknown command %q", errUsage, cmd)
 }
 
-func newEngine(cfg *device.Config, log *slog.Logger) (*device.Engine, error) {
+func newEngine(cfg *device.Config, cfgPath string, log *slog.Logger) (*device.Engine, error) {
 	sc, err := slots.LoadConfig(cfg.Slots)
 	if err != nil {
 		return nil, err
@@ -103,7 +112,7 @@ func newEngine(cfg *device.Config, log *slog.Logger) (*device.Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	o := device.Options{Slots: sc, Bootloader: boot, Logger: log}
+	o := device.Options{Slots: sc, Bootloader: boot, Logger: log, ConfigPath: cfgPath}
 	if s, ok := boot.(*sim.Bootloader); ok {
 		// A simulated board: its boots are the simulator's, not the kernel's.
 		o.BootID = func() (string, error) {
@@ -136,6 +145,14 @@ func runDaemon(ctx context.Context, e *device.Engine, log *slog.Logger) error {
 	}
 	log.Info("autopatchd running")
 	err := e.Run(ctx, 30*time.Second)
+	if errors.Is(err, device.ErrRestart) {
+		exe, xerr := os.Executable()
+		if xerr != nil {
+			return xerr
+		}
+		log.Info("restarting after a self-update")
+		return syscall.Exec(exe, os.Args, os.Environ())
+	}
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}
