@@ -39,8 +39,10 @@ const GrubTrialVar = "AUTOPATCHER_TRIAL"
 //     TRY=0 (the fallback is fresh, so X gets exactly one boot);
 //     AUTOPATCHER_TRIAL=X.
 //   - Commit(X): X first in ORDER, X_OK=1, X_TRY=0; AUTOPATCHER_TRIAL unset.
-//     Commit also rewrites a missing or unreadable grubenv (keeping nothing)
-//     with X as the only good slot.
+//     Commit also rewrites a grubenv that does not parse (keeping nothing)
+//     with X as the only good slot. A missing grubenv is an error for every
+//     call (the partition holding it is probably not mounted; create it
+//     with grub-editenv when building the image).
 //   - MarkBad(X): X_OK=0, X_TRY=0 (ORDER kept, as RAUC does);
 //     AUTOPATCHER_TRIAL unset if it named X.
 //   - State: Pending = the AUTOPATCHER_TRIAL slot while its TRY is 0;
@@ -111,6 +113,9 @@ type grubBoot struct {
 // Env reads and parses the grubenv.
 func (g *Grub) Env() (*GrubEnv, error) {
 	f, err := os.Open(g.path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("read grubenv: %w (is its partition mounted?)", err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("read grubenv: %w", err)
 	}
@@ -288,8 +293,8 @@ func (g *Grub) Commit(slot string) error {
 	e, gb, err := g.load()
 	switch {
 	case err == nil:
-	case errors.Is(err, ErrGrubEnv) || errors.Is(err, fs.ErrNotExist):
-		// Unreadable: the slot committing now is the one known to boot.
+	case errors.Is(err, ErrGrubEnv):
+		// Garbage: the slot committing now is the one known to boot.
 		e = NewGrubEnv()
 		gb = grubBoot{order: slices.Clone(g.slots), ok: map[string]bool{}, try: map[string]bool{}}
 	default:

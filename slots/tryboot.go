@@ -42,9 +42,11 @@ var (
 //     a failed trial. Refused for the primary (ErrTryPrimary).
 //   - Commit(X): [all] boot_partition = X, [tryboot] = the old primary (the
 //     firmware documentation's swap); removes a pending tryboot request.
-//     Commit also rewrites an unreadable or missing autoboot.txt with
+//     Commit also rewrites an autoboot.txt that does not parse with
 //     [all] = [tryboot] = X: the running, healthy slot is the one thing
-//     known to boot.
+//     known to boot. A missing autoboot.txt is an error for every call (the
+//     bootsel partition is probably not mounted; a file written into the
+//     empty mount point would never reach the firmware).
 //   - MarkBad(X): neither section names X any more ([tryboot] back to the
 //     primary; if X was the primary, the [tryboot] slot becomes primary,
 //     and ErrNoBootable if there is none); a pending tryboot request is
@@ -162,6 +164,9 @@ func (t *Tryboot) partOf(slot string) (int, error) {
 // slot in [all], and name a configured slot (or nothing) in [tryboot].
 func (t *Tryboot) Autoboot() (Autoboot, error) {
 	f, err := os.Open(t.autoboot)
+	if errors.Is(err, fs.ErrNotExist) {
+		return Autoboot{}, fmt.Errorf("read autoboot.txt: %w (is the bootsel partition mounted?)", err)
+	}
 	if err != nil {
 		return Autoboot{}, fmt.Errorf("read autoboot.txt: %w", err)
 	}
@@ -319,8 +324,8 @@ func (t *Tryboot) Commit(slot string) error {
 		if n.Tryboot == 0 {
 			n.Tryboot = p
 		}
-	case errors.Is(err, ErrAutoboot) || errors.Is(err, fs.ErrNotExist):
-		// Unreadable: the slot committing now is the one known to boot.
+	case errors.Is(err, ErrAutoboot):
+		// Garbage: the slot committing now is the one known to boot.
 		n = Autoboot{TrybootAB: true, Partition: p, Tryboot: p}
 	default:
 		return fmt.Errorf("commit slot %s: %w", slot, err)

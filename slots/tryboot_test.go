@@ -252,7 +252,8 @@ func TestTrybootRefusals(t *testing.T) {
 }
 
 // TestTrybootBadAutoboot: a broken autoboot.txt is reported, never
-// rewritten by Try or MarkBad; Commit of the running slot repairs it.
+// rewritten by Try or MarkBad; Commit of the running slot repairs it. A
+// missing one is never created.
 func TestTrybootBadAutoboot(t *testing.T) {
 	tests := []struct {
 		name, content string
@@ -288,6 +289,16 @@ func TestTrybootBadAutoboot(t *testing.T) {
 			}
 			if _, err := os.Stat(b.param); !errors.Is(err, fs.ErrNotExist) {
 				t.Errorf("reboot parameter set despite the refusal: %v", err)
+			}
+			if tt.content == "" {
+				// Missing: bootsel is probably not mounted; nothing is created.
+				if err := b.tb.Commit("A"); !errors.Is(err, fs.ErrNotExist) {
+					t.Errorf("Commit(A) without autoboot.txt: error = %v, want ErrNotExist", err)
+				}
+				if _, err := os.Stat(b.autoboot); !errors.Is(err, fs.ErrNotExist) {
+					t.Errorf("Commit created autoboot.txt in a directory that may be an empty mount point")
+				}
+				return
 			}
 			if err := b.tb.Commit("A"); err != nil {
 				t.Fatalf("Commit(A) recovery: %v", err)
