@@ -38,9 +38,11 @@ type PlanItem struct {
 	Target    string `json:"target"`
 	Size      uint64 `json:"size"`
 
-	index  int    // in the manifest
-	typ    string // slot type of an image
-	verify bool   // read back after writing
+	index  int         // in the manifest
+	typ    string      // slot type of an image
+	slot   *slots.Slot // the image's target slot
+	booted string      // the running slot
+	verify bool        // read back after writing
 }
 
 // Outcome says what an Install did.
@@ -279,7 +281,7 @@ func (e *Engine) plan(rec *Record, m *bundle.Manifest, booted string) ([]PlanIte
 			if s.Size > 0 && c.Size > uint64(s.Size) {
 				return nil, fmt.Errorf("check component %q: %d bytes do not fit slot %s of class %s (%d bytes)", c.Name, c.Size, s.BootName, c.Slot, s.Size)
 			}
-			it.Class, it.Slot, it.Target, it.typ = c.Slot, s.BootName, s.Device, s.Type
+			it.Class, it.Slot, it.Target, it.typ, it.slot, it.booted = c.Slot, s.BootName, s.Device, s.Type, s, booted
 			switch e.cfg.Verify {
 			case VerifyOn:
 				it.verify = true
@@ -338,6 +340,13 @@ func (e *Engine) writeAll(ctx context.Context, ra io.ReaderAt, m *bundle.Manifes
 }
 
 func (e *Engine) writeImage(ctx context.Context, s *chunkStream, it PlanItem, c *bundle.Component, prog func(uint64)) error {
+	// slots.OpenTarget refuses the booted slot and a mounted device, and
+	// holds a block device open exclusively (no mount) while it is written.
+	guard, err := slots.OpenTarget(it.slot, slots.TargetOptions{Booted: it.booted, Mountinfo: e.o.Slots.Paths.Mountinfo, Sys: e.o.Slots.Paths.Sys})
+	if err != nil {
+		return err
+	}
+	defer guard.Close()
 	f, err := openSlotFile(it.Target, it.typ)
 	if err != nil {
 		return err
@@ -348,6 +357,9 @@ func (e *Engine) writeImage(ctx context.Context, s *chunkStream, it PlanItem, c 
 	}
 	pw := &progressWriter{w: w, fn: prog}
 	_, err = s.WriteTo(pw)
+	if err == nil && it.typ == slots.TypeFile {
+		err = f.Truncate(int64(c.Size)) // no old tail after a shorter image
+	}
 	if err == nil {
 		err = f.Sync()
 	}
