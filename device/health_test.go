@@ -165,3 +165,30 @@ func TestPreInstallHookAborts(t *testing.T) {
 		t.Errorf("aborted install changed the device")
 	}
 }
+
+func TestHooksAsUnprivilegedUser(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to switch to the user nobody")
+	}
+	cred, err := credential("nobody")
+	if err != nil {
+		t.Skipf("no user nobody: %v", err)
+	}
+	dir := t.TempDir()
+	os.Chmod(dir, 0o777)
+	os.Chmod(filepath.Dir(dir), 0o755) // t.TempDir's parent is private
+	out := filepath.Join(dir, "uid")
+	writeHook(t, filepath.Join(dir, "hooks"), "10-id", "id -u > "+out)
+	os.Chmod(filepath.Join(dir, "hooks"), 0o755)
+	r := runner{cred: cred, timeout: 5 * time.Second}
+	if _, err := r.runDir(context.Background(), filepath.Join(dir, "hooks"), nil, true); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(out)
+	if want := fmt.Sprintf("%d\n", cred.Uid); string(got) != want || cred.Uid == 0 {
+		t.Errorf("hook ran as uid %q, want %q", got, want)
+	}
+	if _, err := credential("no-such-user-here"); err == nil {
+		t.Errorf("unknown user accepted")
+	}
+}
