@@ -39,40 +39,66 @@ func parseOfferID(s string) (int64, bool) {
 // records a deployment, replaces any earlier active deployment of that device, and
 // publishes a retained Offer on the device's offer topic.
 func (h *Hub) Deploy(ctx context.Context, actor, name, version, device string) (*Deployment, error) {
-	rec, err := h.store.Bundle(ctx, name, version)
+	dep, ao, offer, err := h.prepare(ctx, name, version, device)
 	if err != nil {
 		return nil, err
+	}
+	h.mu.Lock()
+	if cur := h.offers[device]; cur != nil {
+		delete(h.byID, cur.id)
+	}
+	h.offers[device] = ao
+	h.byID[ao.id] = ao
+	h.mu.Unlock()
+	if err := h.send(device, offer); err != nil {
+		h.store.AddStep(ctx, dep.ID, Step{State: DeployFailed, Detail: "publish offer: " + err.Error()})
+		return nil, fmt.Errorf("deploy to %s: publish offer: %w", device, err)
+	}
+	h.audit(ctx, actor, "deploy", device, fmt.Sprintf("bundle=%s@%s deployment=%d", name, version, dep.ID))
+	h.log.Info("offer published", "device", device, "bundle", name, "version", version, "deployment", dep.ID)
+	return h.store.Deployment(ctx, dep.ID)
+}
+
+// prepare checks a deployment and records it, superseding the device's active one.
+// It holds chunkMu, so the bundle cannot be deleted in between and two deployments
+// to one device cannot both stay active.
+func (h *Hub) prepare(ctx context.Context, name, version, device string) (*Deployment, *activeOffer, *transport.Offer, error) {
+	h.chunkMu.Lock()
+	defer h.chunkMu.Unlock()
+	rec, err := h.store.Bundle(ctx, name, version)
+	if err != nil {
+		return nil, nil, nil, err
 	}
 	d, err := h.store.Device(ctx, device)
 	if err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
 	if d.Status != StatusAccepted {
-		return nil, fmt.Errorf("deploy to %s: device is %s, not accepted: %w", device, d.Status, ErrBadRequest)
+		return nil, nil, nil, fmt.Errorf("deploy to %s: device is %s, not accepted: %w", device, d.Status, ErrBadRequest)
 	}
 	m, err := bundle.VerifyManifest(rec.Manifest, h.opt.Trust)
 	if err != nil {
-		return nil, fmt.Errorf("deploy %s@%s: stored manifest no longer verifies: %w", name, version, err)
+		return nil, nil, nil, fmt.Errorf("deploy %s@%s: stored manifest no longer verifies: %w", name, version, err)
 	}
 	if len(m.Compatible) > 0 && d.Hardware != "" && !slices.Contains(m.Compatible, d.Hardware) {
-		return nil, fmt.Errorf("deploy %s@%s to %s: hardware %q is not in the bundle's compatible list %v: %w",
+		return nil, nil, nil, fmt.Errorf("deploy %s@%s to %s: hardware %q is not in the bundle's compatible list %v: %w",
 			name, version, device, d.Hardware, m.Compatible, ErrBadRequest)
 	}
 	chunks, err := h.store.BundleChunks(ctx, name, version)
 	if err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
 	active, err := h.store.Deployments(ctx, device, true)
 	if err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
 	dep := &Deployment{Bundle: name, Version: version, Device: device}
 	if err := h.store.CreateDeployment(ctx, dep); err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
 	for _, old := range active {
 		if err := h.store.AddStep(ctx, old.ID, Step{State: DeployCancelled, Detail: "superseded by deployment " + strconv.FormatInt(dep.ID, 10)}); err != nil {
-			return nil, err
+			return nil, nil, nil, err
 		}
 	}
 	digest, _ := hex.DecodeString(rec.Digest)
@@ -92,20 +118,7 @@ func (h *Hub) Deploy(ctx context.Context, actor, name, version, device string) (
 		Severity: string(m.Severity),
 		Policy:   transport.Policy{Reboot: transport.RebootNow},
 	}
-	h.mu.Lock()
-	if cur := h.offers[device]; cur != nil {
-		delete(h.byID, cur.id)
-	}
-	h.offers[device] = ao
-	h.byID[ao.id] = ao
-	h.mu.Unlock()
-	if err := h.send(device, offer); err != nil {
-		h.store.AddStep(ctx, dep.ID, Step{State: DeployFailed, Detail: "publish offer: " + err.Error()})
-		return nil, fmt.Errorf("deploy to %s: publish offer: %w", device, err)
-	}
-	h.audit(ctx, actor, "deploy", device, fmt.Sprintf("bundle=%s@%s deployment=%d", name, version, dep.ID))
-	h.log.Info("offer published", "device", device, "bundle", name, "version", version, "deployment", dep.ID)
-	return h.store.Deployment(ctx, dep.ID)
+	return dep, ao, offer, nil
 }
 
 func chunkTable(refs []ChunkRef) [][]string {

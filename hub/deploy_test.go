@@ -238,3 +238,47 @@ func TestPendingAcceptDeploy(t *testing.T) {
 	}
 	waitFor(t, "audit", func() bool { return hub.VerifyStoreAudit(ctx, s.Hub.Store()) == nil })
 }
+
+func TestDeploySupersedes(t *testing.T) {
+	ctx := context.Background()
+	key, _, pub := hubtest.Key(t)
+	s := hubtest.Start(t, pub, nil)
+	for _, v := range []string{"1.0.0", "1.1.0"} {
+		if _, _, err := s.Hub.Upload(ctx, "oscar", bytes.NewReader(hubtest.Bundle(t, key, "app", v, hubtest.Payload(1, 50<<10))), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dev := newFakeDevice(t, s, "dev-s")
+	dev.hello("sim")
+	waitFor(t, "registered", func() bool { _, err := s.Hub.Store().Device(ctx, "dev-s"); return err == nil })
+	s.Hub.SetStatus(ctx, "oscar", "dev-s", hub.StatusAccepted)
+	first, err := s.Hub.Deploy(ctx, "oscar", "app", "1.0.0", "dev-s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o1 := dev.nextOffer()
+	second, err := s.Hub.Deploy(ctx, "oscar", "app", "1.1.0", "dev-s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o2 := dev.nextOffer(); o2.Version != "1.1.0" || o2.ID == o1.ID {
+		t.Errorf("second offer = %+v", o2)
+	}
+	if d, _ := s.Hub.Store().Deployment(ctx, first.ID); d.State != hub.DeployCancelled {
+		t.Errorf("first deployment %s, want cancelled", d.State)
+	}
+	if d, _ := s.Hub.Store().Deployment(ctx, second.ID); d.State != hub.DeployOffered {
+		t.Errorf("second deployment %s, want offered", d.State)
+	}
+	// The superseded offer is no longer served; its bundle can be deleted, the active one cannot.
+	dev.send(&transport.Get{Offer: o1.ID, Digest: o1.Digest, Manifest: true})
+	if dm := dev.nextData(); dm.Err != transport.KindNotOffered {
+		t.Errorf("superseded offer answered %+v, want not-offered", dm)
+	}
+	if err := s.Hub.DeleteBundle(ctx, "alice", "app", "1.0.0"); err != nil {
+		t.Errorf("delete superseded bundle: %v", err)
+	}
+	if err := s.Hub.DeleteBundle(ctx, "alice", "app", "1.1.0"); !errors.Is(err, hub.ErrInUse) {
+		t.Errorf("delete bundle of the active deployment = %v, want ErrInUse", err)
+	}
+}
