@@ -60,6 +60,7 @@ func (a *API) guard(need Role, fn func(http.ResponseWriter, *http.Request, Token
 		secret, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		tk, found := a.tokens.lookup(strings.TrimSpace(secret))
 		if !ok || !found {
+			a.hub.log.Warn("api unauthenticated", "remote", r.RemoteAddr, "method", r.Method, "path", r.URL.Path, "token_given", ok)
 			w.Header().Set("WWW-Authenticate", `Bearer realm="autopatch-hub"`)
 			writeError(w, http.StatusUnauthorized, "missing or unknown API token")
 			return
