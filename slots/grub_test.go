@@ -259,7 +259,7 @@ func TestGrubRefusals(t *testing.T) {
 	}
 	// A block too full for the boot variables is refused, not truncated.
 	e := NewGrubEnv()
-	e.Set("big", strings.Repeat("x", 900))
+	e.Set("big", strings.Repeat("x", 960))
 	raw, err := e.Bytes()
 	if err != nil {
 		t.Fatal(err)

@@ -24,10 +24,11 @@ import (
 // ErrGrubEnv, what GRUB would silently stop at or misread: a size other
 // than 1024, a bad signature, a line without '=', a name holding '\' or
 // starting with '#', an unterminated value, a NUL byte, and a variable set
-// twice. Bytes writes the signature, grub-editenv's comment, the variables
-// in order and the padding, so an empty GrubEnv encodes to exactly what
-// `grub-editenv FILE create` writes; comments other than that one are not
-// kept. A block that would pass 1024 bytes is refused with ErrGrubEnvFull.
+// twice. Bytes writes the signature, grub-editenv's comment (unless the
+// variables need its room), the variables in order and the padding, so an
+// empty GrubEnv encodes to exactly what `grub-editenv FILE create` writes;
+// other comments are not kept. A block that would pass 1024 bytes is
+// refused with ErrGrubEnvFull.
 
 // GrubEnvSize is the size of a grubenv file.
 const GrubEnvSize = 1024
@@ -170,7 +171,9 @@ func (e *GrubEnv) Unset(name string) {
 	}
 }
 
-// Bytes encodes the block, exactly GrubEnvSize bytes long.
+// Bytes encodes the block, exactly GrubEnvSize bytes long. grub-editenv's
+// comment line is left out when the variables need its room, so whatever
+// ParseGrubEnv read always encodes again.
 func (e *GrubEnv) Bytes() ([]byte, error) {
 	b := make([]byte, 0, GrubEnvSize)
 	b = append(b, grubEnvSig...)
@@ -185,6 +188,9 @@ func (e *GrubEnv) Bytes() ([]byte, error) {
 			b = append(b, c)
 		}
 		b = append(b, '\n')
+	}
+	if len(b) > GrubEnvSize {
+		b = append(b[:len(grubEnvSig)], b[len(grubEnvSig)+len(grubEnvWarning):]...)
 	}
 	if len(b) > GrubEnvSize {
 		return nil, fmt.Errorf("encode grubenv: %w: needs %d bytes", ErrGrubEnvFull, len(b))

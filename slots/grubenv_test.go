@@ -123,12 +123,32 @@ func TestGrubEnvBytes(t *testing.T) {
 	} else if v, _ := back.Get("fill"); len(v) != room-len("fill=\n") {
 		t.Errorf("fill has %d bytes after reparse", len(v))
 	}
+	if !bytes.Contains(full, []byte(grubEnvWarning)) {
+		t.Error("exactly full block lost grub-editenv's comment")
+	}
+	// Past that, the comment line gives up its room.
 	e.Set("fill", strings.Repeat("f", room-len("fill=\n")+1))
+	out, err := e.Bytes()
+	if err != nil {
+		t.Fatalf("block needing the comment's room: %v", err)
+	}
+	if bytes.Contains(out, []byte(grubEnvWarning)) || !bytes.HasPrefix(out, []byte(grubEnvSig+"ORDER=")) {
+		t.Errorf("comment line kept in a block that needs its room: %q", out[:120])
+	}
+	if _, err := ParseGrubEnv(out); err != nil {
+		t.Errorf("reparse: %v", err)
+	}
+	max := room + len(grubEnvWarning) - len("fill=\n")
+	e.Set("fill", strings.Repeat("f", max))
+	if out, err := e.Bytes(); err != nil || out[GrubEnvSize-1] != '\n' {
+		t.Errorf("block full without the comment: err %v", err)
+	}
+	e.Set("fill", strings.Repeat("f", max+1))
 	if _, err := e.Bytes(); !errors.Is(err, ErrGrubEnvFull) {
 		t.Errorf("overfull Bytes() error = %v, want ErrGrubEnvFull", err)
 	}
 	// A newline costs two bytes once escaped.
-	e.Set("fill", strings.Repeat("f", room-len("fill=\n")-1)+"\n")
+	e.Set("fill", strings.Repeat("f", max-1)+"\n")
 	if _, err := e.Bytes(); !errors.Is(err, ErrGrubEnvFull) {
 		t.Errorf("overfull by escaping: error = %v, want ErrGrubEnvFull", err)
 	}
@@ -206,6 +226,17 @@ func TestGrubEnvWriteInterop(t *testing.T) {
 	}
 	if v, _ := back.Get("nl"); v != "line1\nline2\n" {
 		t.Errorf("nl = %q", v)
+	}
+	// A block so full that it goes without grub-editenv's comment line.
+	big := NewGrubEnv()
+	big.Set("big", strings.Repeat("b", GrubEnvSize-len(grubEnvSig)-len("big=\n")))
+	raw, err = big.Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(path, raw, 0o644)
+	if got := runEditenv(t, tool, path, "list"); got != "big="+strings.Repeat("b", GrubEnvSize-len(grubEnvSig)-len("big=\n"))+"\n" {
+		t.Errorf("grub-editenv list of a full block = %.40q...", got)
 	}
 }
 
@@ -320,7 +351,7 @@ func FuzzParseGrubEnv(f *testing.F) {
 		}
 		out, err := e.Bytes()
 		if err != nil {
-			return // our warning comment can push a full block over
+			t.Fatalf("a block that parsed does not encode: %v", err)
 		}
 		back, err := ParseGrubEnv(out)
 		if err != nil {
