@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/autopatcher/autopatcher/slots/sim"
 )
 
 // failAfter passes n bytes through, then fails as a power cut would.
@@ -34,10 +36,11 @@ func (f failAfter) Write(b []byte) (int, error) {
 // cutPlan says where one run loses power: at the at-th crash point, or
 // after bytes bytes of component comp have been written.
 type cutPlan struct {
-	name  string
-	at    int // 1-based occurrence of a crash point; 0 = none
-	comp  string
-	bytes int64
+	name    string
+	at      int // 1-based occurrence of a crash point; 0 = none
+	comp    string
+	bytes   int64
+	simTear int // tear the n-th bootloader state write (sim.TearWrite); 0 = none
 }
 
 // TestPowerCut cuts the power at every persisted transition and named
@@ -77,6 +80,11 @@ func TestPowerCut(t *testing.T) {
 				n := rng.Int64N(int64(c.size))
 				plans = append(plans, cutPlan{name: fmt.Sprintf("%s byte %d", c.name, n), comp: c.name, bytes: n})
 			}
+		}
+		// Cuts inside the bootloader's own state writes (Try, Commit,
+		// MarkBad and the boot script's counter updates).
+		for n := 1; n <= 8; n++ {
+			plans = append(plans, cutPlan{name: fmt.Sprintf("bootloader write %d", n), simTear: n})
 		}
 		for _, p := range plans {
 			name := fmt.Sprintf("healthy=%v/%s", healthy, p.name)
@@ -127,6 +135,9 @@ func runCut(t *testing.T, base *rig, bundlePath string, img []byte, healthy bool
 			return failAfter{w, &left}
 		}
 	}
+	if plan.simTear > 0 {
+		r.boot.TearWrite(plan.simTear, 9)
+	}
 	e := r.engine()
 	_, err := r.install(e, bundlePath, InstallOptions{})
 	seenReboots := 0
@@ -134,7 +145,7 @@ func runCut(t *testing.T, base *rig, bundlePath string, img []byte, healthy bool
 		if round > 10 {
 			t.Fatalf("%s: no end after %d boots", plan.name, round)
 		}
-		cut := errors.Is(err, errPowerCut)
+		cut := errors.Is(err, errPowerCut) || errors.Is(err, sim.ErrPowerCut)
 		if err != nil && !cut {
 			t.Fatalf("%s: round %d: %v", plan.name, round, err)
 		}
@@ -142,7 +153,7 @@ func runCut(t *testing.T, base *rig, bundlePath string, img []byte, healthy bool
 			break
 		}
 		seenReboots = r.reboots
-		if _, err := r.boot.Reboot(); err != nil {
+		if err := powerCycle(r); err != nil {
 			t.Fatalf("%s: %v", plan.name, err)
 		}
 		e = r.engine()
@@ -193,8 +204,19 @@ func runCut(t *testing.T, base *rig, bundlePath string, img []byte, healthy bool
 		}
 	}
 	// In every case, the device still boots after another power cycle.
-	if _, err := r.boot.Reboot(); err != nil || r.boot.Booted() != booted {
+	if err := powerCycle(r); err != nil || r.boot.Booted() != booted {
 		t.Errorf("%s: next boot %s, %v; want %s", plan.name, r.boot.Booted(), err, booted)
 	}
 	return committed
+}
+
+// powerCycle reboots the simulated board; a cut inside the boot script's
+// own state write just means powering on again.
+func powerCycle(r *rig) error {
+	for {
+		_, err := r.boot.Reboot()
+		if !errors.Is(err, sim.ErrPowerCut) {
+			return err
+		}
+	}
 }
