@@ -51,7 +51,7 @@ func WithSlots(names ...string) Option {
 	return func(o *options) { o.slots = names }
 }
 
-// WithTries sets the tries a committed slot gets (default 3).
+// WithTries sets the tries a committed slot gets, 2..9 (default 3).
 func WithTries(n int) Option {
 	return func(o *options) { o.tries = n }
 }
@@ -64,8 +64,10 @@ func New(dir string, opts ...Option) (*Bootloader, error) {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	if len(o.slots) == 0 || o.tries < 1 || o.tries > 9 {
-		return nil, fmt.Errorf("%w: need at least one slot and 1..9 tries", ErrOptions)
+	// As the U-Boot backend: one digit for the script's hex counters, and
+	// at least two, since one try is what a trial gets.
+	if len(o.slots) == 0 || o.tries < 2 || o.tries > 9 {
+		return nil, fmt.Errorf("%w: need at least one slot and 2..9 tries", ErrOptions)
 	}
 	for i, s := range o.slots {
 		if s == "" || slices.Contains(o.slots[:i], s) {

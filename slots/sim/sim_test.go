@@ -203,7 +203,7 @@ func TestOptions(t *testing.T) {
 		t.Errorf("Vars() = %s", got)
 	}
 	for _, opts := range [][]Option{
-		{WithSlots()}, {WithSlots("A", "A")}, {WithSlots("")}, {WithTries(0)}, {WithTries(10)},
+		{WithSlots()}, {WithSlots("A", "A")}, {WithSlots("")}, {WithTries(1)}, {WithTries(10)},
 	} {
 		if _, err := New(t.TempDir(), opts...); !errors.Is(err, ErrOptions) {
 			t.Errorf("New with bad options: error = %v, want ErrOptions", err)

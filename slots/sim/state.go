@@ -77,7 +77,7 @@ func (st *state) check() error {
 	if len(st.Slots) == 0 {
 		return fmt.Errorf("%w: no slots", ErrCorrupt)
 	}
-	if st.FullTries < 1 {
+	if st.FullTries < 2 || st.FullTries > 9 {
 		return fmt.Errorf("%w: fullTries %d", ErrCorrupt, st.FullTries)
 	}
 	seen := map[string]bool{}
