@@ -233,6 +233,20 @@ func (e *Engine) runHooks(ctx context.Context, hook string, rec *Record, stopOnE
 	return res, err
 }
 
+// warnHooks runs a hook directory whose failures do not stop the update;
+// they are recorded in rec.Warnings (and so in the result) and saved.
+func (e *Engine) warnHooks(ctx context.Context, hook string, rec, hookRec *Record) error {
+	if _, err := e.runHooks(ctx, hook, hookRec, false); err != nil {
+		if rec.Last != nil && terminal(rec.State) {
+			rec.Last.Warnings = append(rec.Last.Warnings, err.Error())
+		} else {
+			rec.Warnings = append(rec.Warnings, err.Error())
+		}
+		return e.store.Save(rec)
+	}
+	return nil
+}
+
 // Status is what `autopatchd status` shows.
 type Status struct {
 	State           State             `json:"state"`

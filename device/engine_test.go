@@ -470,3 +470,55 @@ func TestRebootWindow(t *testing.T) {
 		t.Errorf("after the reboot: %q, want committed", status)
 	}
 }
+
+func TestHookFailuresAreReported(t *testing.T) {
+	r := newRig(t)
+	writeHook(t, filepath.Join(r.cfg.Hooks.Dir, HookPostInstall), "10-warn", "exit 3")
+	writeHook(t, filepath.Join(r.cfg.Hooks.Dir, HookPostCommit), "10-warn", "exit 4")
+	p := r.build(spec{version: "1.1.0", comps: []comp{image("rootfs", "1.1.0", randomBytes(13, 64<<10))}})
+	if _, err := r.install(r.engine(), p, InstallOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e, status := r.reboot(sim.Default)
+	if status != Committed.String() {
+		t.Fatalf("status %q, want committed despite failing hooks", status)
+	}
+	rec := r.state(e)
+	if got := strings.Join(rec.Last.Warnings, "|"); !strings.Contains(got, "post-install.d: 10-warn: exit status 3") || !strings.Contains(got, "post-commit.d: 10-warn: exit status 4") {
+		t.Errorf("warnings %q, want both failing hooks", got)
+	}
+}
+
+func TestRunawayCap(t *testing.T) {
+	r := newRig(t)
+	p := r.build(spec{version: "1.1.0", comps: []comp{image("rootfs", "1.1.0", randomBytes(14, 64<<10))}})
+	e := r.engine()
+	if _, err := r.install(e, p, InstallOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// Waiting for the hub is not a transition, however long it lasts.
+	r.cfg.Reboot.Policy = RebootHub
+	for range 2 * maxTransitions {
+		if status, err := r.engine().Resume(context.Background()); err != nil || status != StatusWaitingHub {
+			t.Fatalf("Resume while waiting for the hub = %q, %v", status, err)
+		}
+	}
+	// A reboot that is requested again and again but never happens ends in the cap.
+	r.cfg.Reboot.Policy = RebootNow
+	e = r.engine()
+	var status string
+	for range maxTransitions + 1 {
+		var err error
+		if status, err = e.Resume(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec := r.state(e)
+	if status != RolledBack.String() || rec.Last == nil || !strings.Contains(rec.Last.Reason, "too many state transitions") {
+		t.Errorf("after %d steps: status %q last %+v", maxTransitions+1, status, rec.Last)
+	}
+	bs, _ := r.boot.State()
+	if bs.Pending != "" || r.boot.Booted() != "A" {
+		t.Errorf("boot state %+v after giving up", bs)
+	}
+}

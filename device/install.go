@@ -207,7 +207,9 @@ func (e *Engine) Install(ctx context.Context, r io.Reader, opts InstallOptions) 
 	if err := e.crashAt("journal-removed"); err != nil {
 		return out, err
 	}
-	e.runHooks(ctx, HookPostInstall, rec, false)
+	if err := e.warnHooks(ctx, HookPostInstall, rec, rec); err != nil {
+		return out, err
+	}
 	if opts.NoAdvance {
 		out.Status, out.State = StatusWritten, Written
 		return out, nil

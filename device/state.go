@@ -87,10 +87,11 @@ type Progress struct {
 
 // Result is the outcome of the last update.
 type Result struct {
-	State  State      `json:"state"` // committed, rolled-back, abandoned or failed
-	Bundle BundleInfo `json:"bundle"`
-	Reason string     `json:"reason,omitempty"`
-	Time   time.Time  `json:"time"`
+	State    State      `json:"state"` // committed, rolled-back, abandoned or failed
+	Bundle   BundleInfo `json:"bundle"`
+	Reason   string     `json:"reason,omitempty"`
+	Warnings []string   `json:"warnings,omitempty"` // hooks that failed (logged and reported, not fatal)
+	Time     time.Time  `json:"time"`
 }
 
 // Record is everything the engine persists in state.json on the data dir.
@@ -103,6 +104,7 @@ type Record struct {
 	BootID      string      `json:"boot_id,omitempty"`     // kernel boot id when the reboot was requested
 	Reason      string      `json:"reason,omitempty"`      // why a trial failed
 	Components  []Progress  `json:"components,omitempty"`  // in install (topological) order
+	Warnings    []string    `json:"warnings,omitempty"`    // hooks that failed during the update under way
 	Transitions int         `json:"transitions,omitempty"` // steps taken for the bundle under way
 
 	SecurityVersion uint64                `json:"security_version"`    // anti-rollback counter: highest committed

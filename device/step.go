@@ -214,9 +214,8 @@ func (e *Engine) step(ctx context.Context) (bool, string, error) {
 				return false, "", fmt.Errorf("try slot %s: %w", rec.Target, err)
 			}
 		}
-		if err := e.save(rec, Rebooting); err != nil {
-			return false, "", err
-		}
+		// Waiting for the hub or the window is not a transition: nothing is
+		// saved, so a long wait never counts against the runaway cap.
 		switch e.cfg.Reboot.Policy {
 		case RebootHub:
 			return false, StatusWaitingHub, nil
@@ -228,6 +227,11 @@ func (e *Engine) step(ctx context.Context) (bool, string, error) {
 			if !w.Contains(e.o.Now()) {
 				return false, StatusWaitingWindow, nil
 			}
+		}
+		// Each reboot request counts: a reboot that never happens ends in
+		// the cap instead of a loop.
+		if err := e.save(rec, Rebooting); err != nil {
+			return false, "", err
 		}
 		return false, StatusRebooting, e.reboot(ctx, rec)
 
@@ -263,7 +267,9 @@ func (e *Engine) step(ctx context.Context) (bool, string, error) {
 			if err := e.save(rec, Failed); err != nil {
 				return false, "", err
 			}
-			e.runHooks(ctx, HookOnRollback, rec, false)
+			if err := e.warnHooks(ctx, HookOnRollback, rec, rec); err != nil {
+				return false, "", err
+			}
 			return false, StatusRebooting, e.o.Rebooter.Reboot(ctx)
 		}
 		return false, RolledBack.String(), e.rolledBack(ctx, rec, rec.Reason)
@@ -273,7 +279,9 @@ func (e *Engine) step(ctx context.Context) (bool, string, error) {
 
 // reboot runs the pre-reboot hooks and asks the Rebooter to reboot.
 func (e *Engine) reboot(ctx context.Context, rec *Record) error {
-	e.runHooks(ctx, HookPreReboot, rec, false)
+	if err := e.warnHooks(ctx, HookPreReboot, rec, rec); err != nil {
+		return err
+	}
 	if err := e.crashAt("before-reboot"); err != nil {
 		return err
 	}
@@ -362,15 +370,14 @@ func (e *Engine) commit(ctx context.Context, rec *Record) error {
 		rec.Chunks[k] = v
 	}
 	rec.Current = &b
-	rec.Last = &Result{State: Committed, Bundle: b, Time: e.o.Now().UTC()}
+	rec.Last = &Result{State: Committed, Bundle: b, Warnings: rec.Warnings, Time: e.o.Now().UTC()}
 	hookRec := *rec
 	clearUpdate(rec)
 	if err := e.save(rec, Committed); err != nil {
 		return err
 	}
 	hookRec.State = Committed
-	e.runHooks(ctx, HookPostCommit, &hookRec, false)
-	return nil
+	return e.warnHooks(ctx, HookPostCommit, rec, &hookRec)
 }
 
 // rolledBack ends an update on the old slot: the target is marked bad so
@@ -393,7 +400,7 @@ func (e *Engine) rolledBack(ctx context.Context, rec *Record, reason string) err
 	hookRec := *rec
 	hookRec.Reason = reason
 	wasFailed := rec.State == Failed
-	rec.Last = &Result{State: state, Bundle: *rec.Bundle, Reason: reason, Time: e.o.Now().UTC()}
+	rec.Last = &Result{State: state, Bundle: *rec.Bundle, Reason: reason, Warnings: rec.Warnings, Time: e.o.Now().UTC()}
 	for k := range rec.Pending {
 		delete(rec.Chunks, k)
 	}
@@ -403,14 +410,14 @@ func (e *Engine) rolledBack(ctx context.Context, rec *Record, reason string) err
 	}
 	if !wasFailed && state == RolledBack {
 		hookRec.State = RolledBack
-		e.runHooks(ctx, HookOnRollback, &hookRec, false)
+		return e.warnHooks(ctx, HookOnRollback, rec, &hookRec)
 	}
 	return nil
 }
 
 func clearUpdate(rec *Record) {
 	rec.Bundle, rec.Target, rec.From, rec.BootID, rec.Reason = nil, "", "", "", ""
-	rec.Components, rec.Pending, rec.Transitions = nil, nil, 0
+	rec.Components, rec.Pending, rec.Transitions, rec.Warnings = nil, nil, 0, nil
 }
 
 // MarkGood commits the running trial without waiting for the health checks.
