@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -520,5 +521,21 @@ func TestRunawayCap(t *testing.T) {
 	bs, _ := r.boot.State()
 	if bs.Pending != "" || r.boot.Booted() != "A" {
 		t.Errorf("boot state %+v after giving up", bs)
+	}
+}
+
+func TestInstallFromStream(t *testing.T) {
+	r := newRig(t)
+	p := r.build(spec{version: "1.1.0", comps: []comp{image("rootfs", "1.1.0", randomBytes(15, 200<<10))}})
+	b, _ := os.ReadFile(p)
+	e := r.engine()
+	// Leftover spool of an install a crash interrupted.
+	os.WriteFile(filepath.Join(r.cfg.DataDir, "incoming-123.apb"), []byte("partial"), 0o600)
+	res, err := e.Install(context.Background(), io.MultiReader(bytes.NewReader(b)), InstallOptions{})
+	if err != nil || res.Status != StatusRebooting {
+		t.Fatalf("Install from a stream = %+v, %v", res, err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(r.cfg.DataDir, "incoming-*")); len(left) != 0 {
+		t.Errorf("spool files left: %v", left)
 	}
 }

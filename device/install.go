@@ -508,6 +508,13 @@ func (e *Engine) abandonJournal(j *Record, rec *Record, report bool) error {
 
 // recoverJournal cleans up an install that a crash stopped while writing.
 func (e *Engine) recoverJournal(ctx context.Context) error {
+	// Spool files of installs from stdin or a URL that a crash left behind
+	// (installs spool under the lock, so any found here are stale).
+	if old, _ := filepath.Glob(filepath.Join(e.cfg.DataDir, "incoming-*.apb")); len(old) > 0 {
+		for _, f := range old {
+			os.Remove(f)
+		}
+	}
 	js := e.journal()
 	if !js.Exists() {
 		os.Remove(js.Path() + ".tmp") // a cut before the first journal rename

@@ -71,8 +71,9 @@ func (e *Engine) Resume(ctx context.Context) (string, error) {
 }
 
 // ConfirmBoot runs once per boot, before Resume. With no update under way
-// it commits the running slot again, refilling its boot tries (the boot
-// script counts every boot down, RAUC's mark-good). A trial boot of a slot
+// it commits the running slot again, refilling its boot tries on backends
+// that count them (the boot script counts every boot down; RAUC's
+// mark-good does the same). A trial boot of a slot
 // no update asked for is marked bad and rebooted out of.
 func (e *Engine) ConfirmBoot(ctx context.Context) error {
 	unlock, err := e.lock()
@@ -105,7 +106,8 @@ func (e *Engine) ConfirmBoot(ctx context.Context) error {
 		}
 		return e.o.Rebooter.Reboot(ctx)
 	}
-	if bs.Pending == "" && booted == bs.Primary {
+	// Only backends that count boot tries need them refilled.
+	if bs.Pending == "" && booted == bs.Primary && len(bs.Tries) > 0 {
 		if err := e.o.Bootloader.Commit(booted); err != nil {
 			return fmt.Errorf("confirm slot %s: %w", booted, err)
 		}
