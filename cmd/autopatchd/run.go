@@ -182,26 +182,22 @@ func install(ctx context.Context, e *device.Engine, cfg *device.Config, args []s
 	}
 	src := fs.Arg(0)
 	var r io.Reader
-	var size int64
 	switch {
 	case src == "-":
 		r = os.Stdin
 	case strings.HasPrefix(src, "http://"):
-		body, n, err := fetch(ctx, cfg, src)
+		body, err := fetch(ctx, cfg, src)
 		if err != nil {
 			return err
 		}
 		defer body.Close()
-		r, size = body, n
+		r = body
 	default:
 		f, err := os.Open(src)
 		if err != nil {
 			return err
 		}
 		defer f.Close()
-		if fi, err := f.Stat(); err == nil {
-			size = fi.Size()
-		}
 		r = f
 	}
 	opts := device.InstallOptions{DryRun: *dry}
@@ -210,7 +206,6 @@ func install(ctx context.Context, e *device.Engine, cfg *device.Config, args []s
 		opts.Progress = bar.update
 		defer bar.done()
 	}
-	_ = size
 	out, err := e.Install(ctx, r, opts)
 	if err != nil {
 		return err
@@ -232,23 +227,23 @@ func install(ctx context.Context, e *device.Engine, cfg *device.Config, args []s
 }
 
 // fetch GETs a bundle from an allowlisted host.
-func fetch(ctx context.Context, cfg *device.Config, raw string) (io.ReadCloser, int64, error) {
+func fetch(ctx context.Context, cfg *device.Config, raw string) (io.ReadCloser, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return nil, 0, fmt.Errorf("install from URL: %w", err)
+		return nil, fmt.Errorf("install from URL: %w", err)
 	}
 	if !slices.Contains(cfg.Install.URLAllowlist, u.Hostname()) && !slices.Contains(cfg.Install.URLAllowlist, u.Host) {
-		return nil, 0, fmt.Errorf("install from URL: host %q is not in install.url_allowlist", u.Host)
+		return nil, fmt.Errorf("install from URL: host %q is not in install.url_allowlist", u.Host)
 	}
 	resp, err := device.HTTPGet(ctx, raw, cfg.Install.Timeout.D())
 	if err != nil {
-		return nil, 0, fmt.Errorf("install from URL: %w", err)
+		return nil, fmt.Errorf("install from URL: %w", err)
 	}
 	if resp.Status != 200 {
 		resp.Body.Close()
-		return nil, 0, fmt.Errorf("install from URL: GET %s: status %d", raw, resp.Status)
+		return nil, fmt.Errorf("install from URL: GET %s: status %d", raw, resp.Status)
 	}
-	return resp.Body, resp.ContentLength, nil
+	return resp.Body, nil
 }
 
 func status(e *device.Engine, args []string, stdout io.Writer) error {
