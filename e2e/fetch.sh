@@ -16,9 +16,11 @@ OUT=$CACHE/kernel
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SECURITY=${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 # Modules in load order (dependencies first; checked below with depends=).
-MODULES=(virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk fat vfat nls_cp437 nls_ascii softdog)
+# fat/vfat/nls_* mount the boot partition, crc16..ext4 the data partition.
+MODULES=(virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk
+  fat vfat nls_cp437 nls_ascii crc16 mbcache jbd2 crc32c_generic ext4 softdog)
 
-if [[ -s $OUT/vmlinuz && -s $OUT/modules/order && -s $OUT/VERSION ]]; then
+if [[ -s $OUT/vmlinuz && -s $OUT/VERSION && "$(cat "$OUT/modules/order" 2>/dev/null)" == "$(printf '%s\n' "${MODULES[@]}")" ]]; then
   echo "fetch: kernel $(cat "$OUT/VERSION") already in $OUT"
   exit 0
 fi
@@ -37,6 +39,8 @@ APT=(apt-get -q
   -o Dir::Cache="$A/cache" -o Dir::Etc::sourcelist="$A/etc/sources.list"
   -o Dir::Etc::sourceparts=/nonexistent -o Debug::NoLocking=1)
 
+DEB=$(ls -t "$A"/debs/linux-image-6.1.0-*-armmp-lpae_*.deb 2>/dev/null | head -1 || true)
+if [[ -z $DEB ]]; then
 echo "fetch: apt update (armhf, private state in $A)"
 # A list that fails to download (a mirror mid-sync) is only a warning: any
 # suite that carries an armmp-lpae kernel is enough.
@@ -51,6 +55,7 @@ PKG=$(apt-cache -o APT::Architecture=armhf -o APT::Architectures=armhf \
 echo "fetch: downloading $PKG"
 (cd "$A/debs" && "${APT[@]}" download "$PKG:armhf" >/dev/null)
 DEB=$(ls -t "$A"/debs/"$PKG"_*.deb | head -1)
+fi
 
 X=$CACHE/x
 rm -rf "$X" && mkdir -p "$X"

@@ -265,7 +265,7 @@ func (r *rig) slotImage(name string, initrd []byte) (string, error) {
 	size := int64(len(r.kernel)+len(initrd)) + 2*disk.MiB
 	size = (size + disk.MiB - 1) / disk.MiB * disk.MiB
 	out := filepath.Join(r.work, name+".ext4")
-	if err := disk.Ext4(context.Background(), out, size, name, dir); err != nil {
+	if err := disk.Ext4(context.Background(), out, size, name, dir, false); err != nil {
 		return "", err
 	}
 	return out, nil
@@ -286,10 +286,24 @@ func (r *rig) diskImage(name, slotA, slotB string, data map[string][]byte) (stri
 	}); err != nil {
 		return "", err
 	}
-	dataImg := filepath.Join(r.work, name+".data.fat")
-	if err := disk.FAT(ctx, dataImg, 96*disk.MiB, true, "DATA", data); err != nil {
+	dataDir := filepath.Join(r.work, name+".data.d")
+	if err := os.RemoveAll(dataDir); err != nil {
 		return "", err
 	}
+	if err := os.MkdirAll(dataDir, 0o755); err != nil {
+		return "", err
+	}
+	for n, b := range data {
+		if err := os.WriteFile(filepath.Join(dataDir, n), b, 0o644); err != nil {
+			return "", err
+		}
+	}
+	dataPart, _ := disk.Find(parts, disk.PartData)
+	dataImg := filepath.Join(r.work, name+".data.ext4")
+	if err := disk.Ext4(ctx, dataImg, dataPart.Size, "data", dataDir, true); err != nil {
+		return "", err
+	}
+	os.RemoveAll(dataDir)
 	out := filepath.Join(r.work, name+".img")
 	images := map[string]string{disk.PartBoot: boot, disk.PartData: dataImg}
 	if slotA != "" {

@@ -27,7 +27,7 @@ func Layout() []Partition {
 		{Name: PartBoot, Start: 1 * MiB, Size: 16 * MiB, Type: TypeFAT16LBA, Bootable: true},
 		{Name: PartSlotA, Start: 17 * MiB, Size: 32 * MiB, Type: TypeLinux},
 		{Name: PartSlotB, Start: 49 * MiB, Size: 32 * MiB, Type: TypeLinux},
-		{Name: PartData, Start: 81 * MiB, Size: 96 * MiB, Type: TypeFAT32LBA},
+		{Name: PartData, Start: 81 * MiB, Size: 96 * MiB, Type: TypeLinux},
 	}
 }
 
@@ -88,14 +88,18 @@ func FAT(ctx context.Context, path string, size int64, fat32 bool, label string,
 }
 
 // Ext4 creates an ext4 filesystem image of size bytes at path holding the
-// contents of dir (no journal: the slot is written whole and never mounted
-// read-write).
-func Ext4(ctx context.Context, path string, size int64, label, dir string) error {
+// contents of dir. Slots have no journal (they are written whole and never
+// mounted read-write); the data partition has one.
+func Ext4(ctx context.Context, path string, size int64, label, dir string, journal bool) error {
 	if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
 		return fmt.Errorf("remove %s: %w", path, err)
 	}
+	features := "^has_journal"
+	if journal {
+		features = "has_journal"
+	}
 	return run(ctx, []string{"E2FSPROGS_FAKE_TIME=1700000000"}, "mkfs.ext4", "-q", "-F",
-		"-O", "^has_journal", "-m", "0", "-L", label, "-E", "root_owner=0:0",
+		"-O", features, "-m", "0", "-L", label, "-E", "root_owner=0:0",
 		"-d", dir, path, fmt.Sprint(size/1024)+"k")
 }
 
@@ -173,4 +177,20 @@ func Extract(path string, p Partition, out string) error {
 		return fmt.Errorf("extract partition %s: %w", p.Name, err)
 	}
 	return o.Close()
+}
+
+// Insert copies the file src over partition p of the disk image at path.
+func Insert(path string, p Partition, src string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return fmt.Errorf("open disk image: %w", err)
+	}
+	defer f.Close()
+	if err := copyAt(f, p, src); err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("sync disk image: %w", err)
+	}
+	return f.Close()
 }

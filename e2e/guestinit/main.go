@@ -1,7 +1,7 @@
 // Command guestinit is the /init of the armv7 QEMU target's initramfs.
 //
-// It mounts /proc, /sys, /dev, the boot partition (/dev/vda1 on /boot) and
-// the data partition (/dev/vda4 on /data), loads the kernel modules listed
+// It mounts /proc, /sys, /dev, the boot partition (/dev/vda1, FAT, on /boot)
+// and the data partition (/dev/vda4, ext4, on /data), loads the kernel modules listed
 // in /lib/modules/order (with optional parameters from
 // /lib/modules/params, "module param=value ..." lines), then runs the role
 // named in /etc/guestinit/role:
@@ -19,6 +19,7 @@
 // Started under another name it is a helper of the image:
 //
 //	reboot                sync and restart the machine (autopatchd's reboot command)
+//	.../hooks/DIR/NAME    a hook; prints its AP_* environment on the console
 //	.../health.d/NAME     a health check; exits 0 if /etc/guestinit/health
 //	                      says "ok", 1 otherwise
 //
@@ -131,12 +132,25 @@ func setup() error {
 		return err
 	}
 	logf("modules loaded")
-	for _, m := range []struct{ dev, dst string }{{"/dev/vda1", "/boot"}, {"/dev/vda4", "/data"}} {
+	// The boot partition is mounted synchronous: Linux's vfat fsync of a
+	// file and its directory does not reliably write the FAT itself, and a
+	// power cut after an env update then leaves uboot.env and
+	// uboot-redund.env pointing at clusters the FAT calls free, which
+	// U-Boot cannot load. With MS_SYNCHRONOUS|MS_DIRSYNC every FAT, directory
+	// and data write reaches the disk before the call returns.
+	for _, m := range []struct {
+		dev, dst, fs string
+		flags        uintptr
+		opts         string
+	}{
+		{"/dev/vda1", "/boot", "vfat", unix.MS_SYNCHRONOUS | unix.MS_DIRSYNC, "shortname=mixed"},
+		{"/dev/vda4", "/data", "ext4", 0, ""},
+	} {
 		if err := waitFor(m.dev, 10*time.Second); err != nil {
 			return err
 		}
 		_ = os.MkdirAll(m.dst, 0o755)
-		if err := unix.Mount(m.dev, m.dst, "vfat", 0, "utf8=0,shortname=mixed"); err != nil {
+		if err := unix.Mount(m.dev, m.dst, m.fs, m.flags, m.opts); err != nil {
 			return fmt.Errorf("mount %s on %s: %w", m.dev, m.dst, err)
 		}
 	}
@@ -212,7 +226,19 @@ func command(tag string, name string, args ...string) *exec.Cmd {
 
 // helper runs the image's helper commands (see the package doc).
 func helper(argv0 string) int {
+	if c, err := os.OpenFile("/dev/console", os.O_WRONLY, 0); err == nil {
+		console = c
+	}
 	switch {
+	case strings.Contains(argv0, "/hooks/"):
+		var ap []string
+		for _, kv := range os.Environ() {
+			if strings.HasPrefix(kv, "AP_") && !strings.HasPrefix(kv, "AP_DIGEST=") {
+				ap = append(ap, kv)
+			}
+		}
+		logf("hook %s: %s", filepath.Base(filepath.Dir(argv0)), strings.Join(ap, " "))
+		return 0
 	case filepath.Base(argv0) == "reboot":
 		logf("reboot requested")
 		unix.Sync()

@@ -13,6 +13,7 @@ import (
 )
 
 const (
+	dataDir    = "/data/autopatcher" // autopatchd's data_dir
 	envPrimary = "/boot/uboot.env"
 	envRedund  = "/boot/uboot-redund.env"
 	stateDir   = "/data/e2e"
@@ -126,6 +127,7 @@ func runAutopatchd(hang bool) error {
 		return fmt.Errorf("start autopatchd: %w", err)
 	}
 	logf("autopatchd run started pid=%d", daemon.Process.Pid)
+	go watchState(dataDir)
 	if hang {
 		pid := daemon.Process.Pid
 		for !holdsWatchdog(pid) {
