@@ -149,6 +149,7 @@ func measureWrite(b *testing.B, path string) float64 {
 			b.Fatal(err)
 		}
 	}
+	w.Close()
 	if err := f.Sync(); err != nil {
 		b.Fatal(err)
 	}

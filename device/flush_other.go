@@ -7,4 +7,8 @@ import (
 	"os"
 )
 
-func newFlushWriter(f *os.File) io.Writer { return f }
+type nopFlush struct{ *os.File }
+
+func (nopFlush) Close() error { return nil }
+
+func newFlushWriter(f *os.File) io.WriteCloser { return nopFlush{f} }

@@ -353,12 +353,14 @@ func (e *Engine) writeImage(ctx context.Context, s *chunkStream, it PlanItem, c 
 	if err != nil {
 		return err
 	}
-	w := newFlushWriter(f)
+	fw := newFlushWriter(f)
+	var w io.Writer = fw
 	if e.o.wrapSlot != nil {
 		w = e.o.wrapSlot(it.Component, w)
 	}
 	pw := &progressWriter{w: w, fn: prog}
 	_, err = s.WriteTo(pw)
+	fw.Close()
 	if err == nil && it.typ == slots.TypeFile {
 		err = f.Truncate(int64(c.Size)) // no old tail after a shorter image
 	}
