@@ -145,8 +145,11 @@
 // # Data path
 //
 // Install reads the bundle file at the chunk offsets of bundle.Layout: a
-// reader goroutine, a verify goroutine (sha256 and zstd per chunk) and the
-// writer overlap, with at most four chunk buffers in flight, so memory does
-// not grow with the image. Input that cannot be read at random offsets
-// (stdin, a URL) is first spooled to the data dir.
+// reader goroutine, verify goroutines (sha256 and zstd per chunk, one per
+// CPU, results kept in chunk order) and the writer overlap, with at most
+// eight chunk buffers in flight, so memory does not grow with the image.
+// Writeback of each 8 MiB written is started at once and waited for on
+// another goroutine, so the medium stays busy and the page cache holds
+// little dirty data. Input that cannot be read at random offsets (stdin, a
+// URL) is first spooled to the data dir.
 package device

@@ -8,17 +8,18 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"sync"
 
 	"github.com/autopatcher/autopatcher/bundle"
 )
 
-// The install data path is a three-stage pipeline so that reading the
-// bundle, hashing (and decompressing) chunks and writing the slot overlap:
+// The install data path is a pipeline so that reading the bundle, hashing
+// (and decompressing) chunks and writing the slot overlap:
 //
-//	reader goroutine: ReadAt of each stored chunk into a pooled buffer
-//	verify goroutine: Component.VerifyChunk (sha256, zstd)
-//	caller:           Write to the slot, progress, buffer back to the pool
+//	reader goroutine:   ReadAt of each stored chunk into a pooled buffer
+//	verify goroutines:  Component.VerifyChunk (sha256, zstd), one per CPU
+//	caller:             Write to the slot in chunk order, buffer back to the pool
 //
 // At most pipelineDepth chunk buffers (each at most bundle.MaxChunk) exist
 // at a time, so memory does not grow with the component size.
@@ -27,20 +28,24 @@ const pipelineDepth = 8
 // ErrShortPayload means a component's verified bytes do not add up to its declared size.
 var ErrShortPayload = errors.New("device: payload size mismatch")
 
+// piece is one chunk on its way through the pipeline; done is closed once
+// it is verified.
 type piece struct {
-	data []byte  // verified plain bytes
+	i    int
+	data []byte  // stored bytes, then verified plain bytes
 	buf  *[]byte // pooled stored buffer to release after data is consumed
 	err  error
+	done chan struct{}
 }
 
 // chunkStream is an io.Reader (and io.WriterTo) of a component's verified
 // payload, read from a bundle file by chunk extents.
 type chunkStream struct {
-	out    chan piece
+	order  chan *piece // pieces in chunk order, for the consumer
 	pool   chan *[]byte
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
-	cur    piece
+	cur    *piece
 	rest   []byte
 	n      uint64
 	size   uint64
@@ -53,7 +58,7 @@ type chunkStream struct {
 func newChunkStream(ctx context.Context, ra io.ReaderAt, c *bundle.Component, ext []bundle.Extent) *chunkStream {
 	ctx, cancel := context.WithCancel(ctx)
 	s := &chunkStream{
-		out:    make(chan piece, pipelineDepth),
+		order:  make(chan *piece, pipelineDepth),
 		pool:   make(chan *[]byte, pipelineDepth),
 		cancel: cancel,
 		size:   c.Size,
@@ -63,11 +68,13 @@ func newChunkStream(ctx context.Context, ra io.ReaderAt, c *bundle.Component, ex
 		b := make([]byte, 0, bundle.MaxChunk)
 		s.pool <- &b
 	}
-	stored := make(chan piece, pipelineDepth)
-	s.wg.Add(2)
+	work := make(chan *piece, pipelineDepth)
+	workers := min(max(runtime.GOMAXPROCS(0), 1), 4)
+	s.wg.Add(1 + workers)
 	go func() { // reader
 		defer s.wg.Done()
-		defer close(stored)
+		defer close(work)
+		defer close(s.order)
 		for i, e := range ext {
 			var buf *[]byte
 			select {
@@ -75,54 +82,43 @@ func newChunkStream(ctx context.Context, ra io.ReaderAt, c *bundle.Component, ex
 			case <-ctx.Done():
 				return
 			}
+			p := &piece{i: i, buf: buf, done: make(chan struct{})}
 			if e.Length < 0 || e.Length > int64(cap(*buf)) {
-				stored <- piece{err: fmt.Errorf("read component %q chunk %d: stored length %d: %w", c.Name, i, e.Length, bundle.ErrMalformed)}
-				return
-			}
-			b := (*buf)[:e.Length]
-			if _, err := ra.ReadAt(b, e.Offset); err != nil {
+				p.err = fmt.Errorf("read component %q chunk %d: stored length %d: %w", c.Name, i, e.Length, bundle.ErrMalformed)
+			} else if _, err := ra.ReadAt((*buf)[:e.Length], e.Offset); err != nil {
 				if errors.Is(err, io.EOF) {
 					err = bundle.ErrTruncated
 				}
-				stored <- piece{err: fmt.Errorf("read component %q chunk %d: %w", c.Name, i, err)}
-				return
+				p.err = fmt.Errorf("read component %q chunk %d: %w", c.Name, i, err)
+			} else {
+				p.data = (*buf)[:e.Length]
 			}
 			select {
-			case stored <- piece{data: b, buf: buf}:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	go func() { // verifier
-		defer s.wg.Done()
-		defer close(s.out)
-		i := 0
-		for p := range stored {
-			if p.err == nil {
-				plain, err := verifyChunk(c, i, p.data)
-				if err != nil {
-					p = piece{err: err, buf: p.buf}
-				} else {
-					p.data = plain
-				}
-			}
-			i++
-			select {
-			case s.out <- p:
+			case s.order <- p:
 			case <-ctx.Done():
 				return
 			}
 			if p.err != nil {
+				close(p.done)
 				return
 			}
+			work <- p // never blocks for long: workers drain it, order bounds it
 		}
 	}()
+	for range workers {
+		go func() { // verifier
+			defer s.wg.Done()
+			for p := range work {
+				p.data, p.err = verifyChunk(c, p.i, p.data)
+				close(p.done)
+			}
+		}()
+	}
 	return s
 }
 
 func (s *chunkStream) release() {
-	if s.cur.buf != nil {
+	if s.cur != nil && s.cur.buf != nil {
 		s.pool <- s.cur.buf
 		s.cur.buf = nil
 	}
@@ -130,13 +126,14 @@ func (s *chunkStream) release() {
 
 func (s *chunkStream) next() error {
 	s.release()
-	p, ok := <-s.out
+	p, ok := <-s.order
 	if !ok {
 		if s.n != s.size {
 			return fmt.Errorf("read component %q: %w: %d of %d bytes", s.name, ErrShortPayload, s.n, s.size)
 		}
 		return io.EOF
 	}
+	<-p.done
 	s.cur = p
 	if p.err != nil {
 		return p.err
@@ -190,7 +187,8 @@ func (s *chunkStream) WriteTo(w io.Writer) (int64, error) {
 // Close stops the goroutines.
 func (s *chunkStream) Close() error {
 	s.cancel()
-	for range s.out { // drain so the verifier can exit
+	for p := range s.order { // drain so the reader can exit
+		<-p.done
 	}
 	s.wg.Wait()
 	return nil
