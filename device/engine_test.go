@@ -539,3 +539,36 @@ func TestInstallFromStream(t *testing.T) {
 		t.Errorf("spool files left: %v", left)
 	}
 }
+
+func TestSecondUpdateGoesBackToA(t *testing.T) {
+	r := newRig(t)
+	img1, img2 := randomBytes(16, 100<<10), randomBytes(17, 120<<10)
+	p1 := r.build(spec{version: "1.1.0", security: 1, comps: []comp{image("rootfs", "1.1.0", img1)}})
+	p2 := r.build(spec{version: "1.2.0", security: 2, comps: []comp{image("rootfs", "1.2.0", img2)}})
+	if _, err := r.install(r.engine(), p1, InstallOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e, status := r.reboot(sim.Default)
+	if status != Committed.String() || r.boot.Booted() != "B" {
+		t.Fatalf("first update: %q on %s", status, r.boot.Booted())
+	}
+	res, err := r.install(e, p2, InstallOptions{})
+	if err != nil || len(res.Plan) != 1 || res.Plan[0].Slot != "A" {
+		t.Fatalf("second install = %+v, %v; want slot A", res, err)
+	}
+	e, status = r.reboot(sim.Default)
+	if status != Committed.String() || r.boot.Booted() != "A" || !bytes.Equal(r.slotBytes("A"), img2) {
+		t.Fatalf("second update: %q on %s", status, r.boot.Booted())
+	}
+	rec := r.state(e)
+	if rec.SecurityVersion != 2 || rec.Chunks["rootfs/A"].Version != "1.2.0" || rec.Chunks["rootfs/B"].Version != "1.1.0" {
+		t.Errorf("counter %d, chunk indexes A %q B %q", rec.SecurityVersion, rec.Chunks["rootfs/A"].Version, rec.Chunks["rootfs/B"].Version)
+	}
+	if ci, ok, err := e.ChunkIndex("rootfs", "B"); err != nil || !ok || ci.Size != uint64(len(img1)) {
+		t.Errorf("ChunkIndex(rootfs, B) = %+v, %v, %v", ci.Size, ok, err)
+	}
+	// Replaying the first bundle is refused by the anti-rollback counter.
+	if _, err := r.install(e, p1, InstallOptions{}); !errors.Is(err, ErrSecurityVersion) {
+		t.Errorf("replay of 1.1.0 = %v, want ErrSecurityVersion", err)
+	}
+}
