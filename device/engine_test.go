@@ -572,3 +572,34 @@ func TestSecondUpdateGoesBackToA(t *testing.T) {
 		t.Errorf("replay of 1.1.0 = %v, want ErrSecurityVersion", err)
 	}
 }
+
+func TestPackageInstallPath(t *testing.T) {
+	r := newRig(t)
+	app := func(v, body string) comp {
+		c := pkg("app", v, map[string]string{"bin/app": body})
+		c.c.Path = "/opt/gateway"
+		return c
+	}
+	e := r.engine()
+	for _, v := range []string{"1.0.0", "1.1.0"} {
+		p := r.build(spec{name: "apps", version: v, comps: []comp{app(v, "app "+v)}})
+		if res, err := r.install(e, p, InstallOptions{}); err != nil || res.Status != Committed.String() {
+			t.Fatalf("install %s = %+v, %v", v, res, err)
+		}
+		b, err := os.ReadFile(filepath.Join(r.cfg.FileRoot, "opt", "gateway", "bin", "app"))
+		if err != nil || string(b) != "app "+v {
+			t.Errorf("/opt/gateway/bin/app = %q, %v; want app %s", b, err, v)
+		}
+	}
+	// A real directory at the install path is left alone and reported.
+	os.Remove(filepath.Join(r.cfg.FileRoot, "opt", "gateway"))
+	os.MkdirAll(filepath.Join(r.cfg.FileRoot, "opt", "gateway"), 0o755)
+	p := r.build(spec{name: "apps", version: "1.2.0", comps: []comp{app("1.2.0", "app 1.2.0")}})
+	if _, err := r.install(e, p, InstallOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rec := r.state(e)
+	if len(rec.Last.Warnings) != 1 || !strings.Contains(rec.Last.Warnings[0], "is not a symlink") {
+		t.Errorf("warnings %q, want the install path conflict", rec.Last.Warnings)
+	}
+}

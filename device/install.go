@@ -41,6 +41,7 @@ type PlanItem struct {
 	typ    string      // slot type of an image
 	slot   *slots.Slot // the image's target slot
 	booted string      // the running slot
+	link   string      // install path of a package, linked to its current version at commit
 	verify bool        // read back after writing
 }
 
@@ -150,6 +151,7 @@ func (e *Engine) Install(ctx context.Context, r io.Reader, opts InstallOptions) 
 		if it.Kind == string(bundle.KindFile) {
 			p.Stage = it.Target + stageExt
 		}
+		p.Link = it.link
 		j.Components = append(j.Components, p)
 	}
 	if _, err := e.runHooks(ctx, HookPreInstall, j, true); err != nil {
@@ -281,10 +283,15 @@ func (e *Engine) plan(rec *Record, m *bundle.Manifest, booted string) ([]PlanIte
 				it.verify = s.Verify != nil && *s.Verify
 			}
 		case bundle.KindPackage:
-			if err := localName(c.Path); err != nil {
+			rel := strings.TrimPrefix(c.Path, "/")
+			if err := localName(rel); err != nil {
 				return nil, fmt.Errorf("check component %q: package path: %w", c.Name, err)
 			}
-			it.Target = filepath.Join(e.packagesDir(), filepath.FromSlash(c.Path), c.Version+"-"+hex.EncodeToString(c.SHA256[:4]))
+			it.Target = filepath.Join(e.packagesDir(), filepath.FromSlash(rel), c.Version+"-"+hex.EncodeToString(c.SHA256[:4]))
+			if strings.HasPrefix(c.Path, "/") {
+				// An absolute install path becomes a symlink to the package's current version.
+				it.link = filepath.Join(e.cfg.FileRoot, filepath.FromSlash(rel))
+			}
 		case bundle.KindFile:
 			rel := strings.TrimPrefix(c.Path, "/")
 			if err := localName(rel); err != nil {

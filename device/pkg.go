@@ -228,3 +228,26 @@ func commitFile(stage, target string) error {
 	}
 	return syncDir(filepath.Dir(target))
 }
+
+// linkInstallPath makes a package's declared install path (/opt/app) a
+// symlink to its current link in the packages dir, unless something that
+// is not a symlink already lives there (then the error says so and the
+// package stays reachable through the packages dir).
+func linkInstallPath(path, current string) error {
+	fi, err := os.Lstat(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return fmt.Errorf("link %s: %w", path, err)
+		}
+	case err != nil:
+		return fmt.Errorf("link %s: %w", path, err)
+	case fi.Mode()&os.ModeSymlink == 0:
+		return fmt.Errorf("link %s: exists and is not a symlink; the package is at %s", path, current)
+	default:
+		if t, _ := os.Readlink(path); t == current {
+			return nil
+		}
+	}
+	return switchLink(path, current)
+}

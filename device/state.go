@@ -79,6 +79,7 @@ type Progress struct {
 	Target  string `json:"target"`             // device/file an image goes to, the package version dir, the file path
 	Stage   string `json:"stage,omitempty"`    // temp file of a file component, renamed to Target at commit
 	MadeDir string `json:"made_dir,omitempty"` // topmost directory the install created for Stage, removed if abandoned
+	Link    string `json:"link,omitempty"`     // install path of a package: a symlink to its current version
 	Size    uint64 `json:"size"`
 	SHA256  string `json:"sha256"`
 	Written uint64 `json:"written"`

@@ -3,6 +3,7 @@ package device
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"slices"
 )
 
@@ -69,6 +70,11 @@ func (e *Engine) commit(ctx context.Context, rec *Record) error {
 		switch p.Kind {
 		case "package":
 			err = commitPackage(p.Target)
+			if err == nil && p.Link != "" {
+				if werr := linkInstallPath(p.Link, filepath.Join(filepath.Dir(p.Target), currentLink)); werr != nil {
+					rec.Warnings = append(rec.Warnings, werr.Error())
+				}
+			}
 		case "file":
 			if e.isSelf(p) {
 				err = e.switchSelf(p)
