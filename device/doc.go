@@ -26,8 +26,10 @@
 //	  - writing: the components are written in that order. Images go into
 //	    the inactive slot of their class (never the booted one), packages
 //	    (tar) are unpacked into a new version directory
-//	    <packages>/<path>/<version>-<sha8>/, files are written next to their
-//	    target as <path>.ap-new. Progress is tracked in install.json, not in
+//	    <packages>/<path>/<version>-<sha8>/ (at commit <packages>/<path>/current
+//	    switches to it, and an absolute path such as /opt/app becomes a
+//	    symlink to that link unless something else lives there), files are
+//	    written next to their target as <path>.ap-new. Progress is tracked in install.json, not in
 //	    state.json, so a bundle found bad midway (a corrupt chunk) leaves
 //	    state.json untouched; what it staged is removed.
 //	  - written: everything is fsynced and, where configured, read back and
