@@ -25,6 +25,9 @@ func (e *Engine) trial(ctx context.Context, rec *Record) error {
 		e.log.Warn("trial boot without a watchdog", "err", err)
 		wd = nil
 	}
+	if wd == nil && e.cfg.Watchdog.Device == "" && err == nil {
+		e.log.Debug("trial boot without a watchdog: none configured")
+	}
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.Health.Deadline.D())
 	defer cancel()
 	petDone := make(chan struct{})

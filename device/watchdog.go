@@ -24,7 +24,8 @@ var ErrWatchdog = errors.New("device: watchdog")
 // OpenWatchdog opens the watchdog the config and environment call for:
 // systemd's (sd_notify) when WATCHDOG_USEC and NOTIFY_SOCKET are set and
 // watchdog.systemd is not false, else the device (default /dev/watchdog)
-// with the configured timeout. getenv is os.Getenv outside tests.
+// with the configured timeout; with no device configured it returns a nil
+// Watchdog and no error. getenv is os.Getenv outside tests.
 func OpenWatchdog(c WatchdogConfig, getenv func(string) string) (Watchdog, time.Duration, error) {
 	useSystemd := c.Systemd == nil || *c.Systemd
 	if usec := getenv("WATCHDOG_USEC"); useSystemd && usec != "" && getenv("NOTIFY_SOCKET") != "" {
@@ -36,6 +37,9 @@ func OpenWatchdog(c WatchdogConfig, getenv func(string) string) (Watchdog, time.
 	}
 	if c.Systemd != nil && *c.Systemd {
 		return nil, 0, fmt.Errorf("%w: watchdog.systemd is on but WATCHDOG_USEC or NOTIFY_SOCKET is not set", ErrWatchdog)
+	}
+	if c.Device == "" {
+		return nil, 0, nil // no watchdog configured
 	}
 	w, err := openDevice(c.Device, c.Timeout.D())
 	if err != nil {

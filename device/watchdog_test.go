@@ -80,3 +80,10 @@ func TestSystemdWatchdog(t *testing.T) {
 		t.Errorf("Notify without a socket = %v, want a no-op", err)
 	}
 }
+
+func TestNoWatchdogConfigured(t *testing.T) {
+	w, _, err := OpenWatchdog(WatchdogConfig{Device: ""}, func(string) string { return "" })
+	if w != nil || err != nil {
+		t.Errorf("OpenWatchdog without a device = %v, %v; want none and no error", w, err)
+	}
+}
