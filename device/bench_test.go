@@ -143,7 +143,7 @@ func measureWrite(b *testing.B, path string) float64 {
 	}
 	defer os.Remove(path)
 	start := time.Now()
-	w := newFlushWriter(f)
+	w := newFlushWriter(f, nil)
 	for range benchSize >> 20 {
 		if _, err := w.Write(buf); err != nil {
 			b.Fatal(err)

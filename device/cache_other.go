@@ -4,4 +4,4 @@ package device
 
 import "os"
 
-func dropCache(f *os.File, size int64) {}
+func dropCache(f *os.File, off, n int64) {}

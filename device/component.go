@@ -57,7 +57,18 @@ func (e *Engine) writeImage(ctx context.Context, s *chunkStream, it PlanItem, c 
 	if err != nil {
 		return err
 	}
-	fw := newFlushWriter(f)
+	// With read-back on, each range is read back from the medium as soon
+	// as its writeback completed, while later ranges are still written.
+	var rb *readBacker
+	var flushed func(off, n int64)
+	if it.verify {
+		if rb, err = newReadBacker(ctx, it.Target); err != nil {
+			f.Close()
+			return err
+		}
+		flushed = rb.flushed
+	}
+	fw := newFlushWriter(f, flushed)
 	var w io.Writer = fw
 	if e.o.wrapSlot != nil {
 		w = e.o.wrapSlot(it.Component, w)
@@ -75,10 +86,13 @@ func (e *Engine) writeImage(ctx context.Context, s *chunkStream, it PlanItem, c 
 		err = cerr
 	}
 	if err != nil {
+		if rb != nil {
+			rb.abort()
+		}
 		return err
 	}
-	if it.verify {
-		return readBack(ctx, it.Target, c.Size, c.SHA256)
+	if rb != nil {
+		return rb.finish(ctx, c.Size, c.SHA256)
 	}
 	return nil
 }

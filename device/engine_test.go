@@ -603,3 +603,45 @@ func TestPackageInstallPath(t *testing.T) {
 		t.Errorf("warnings %q, want the install path conflict", rec.Last.Warnings)
 	}
 }
+
+// mangler changes one byte at offset at on its way to the slot, as a bad
+// flash block would.
+type mangler struct {
+	w   io.Writer
+	at  int64
+	off int64
+}
+
+func (m *mangler) Write(b []byte) (int, error) {
+	if m.at >= m.off && m.at < m.off+int64(len(b)) {
+		b = bytes.Clone(b)
+		b[m.at-m.off] ^= 1
+	}
+	m.off += int64(len(b))
+	return m.w.Write(b)
+}
+
+func TestReadBackCatchesBadMedium(t *testing.T) {
+	img := randomBytes(18, 9<<20) // more than one writeback range
+	for _, at := range []int64{100, 8<<20 + 5, 9<<20 - 1} {
+		r := newRig(t)
+		r.cfg.Verify = VerifyOn
+		r.wrap = func(c string, w io.Writer) io.Writer { return &mangler{w: w, at: at} }
+		p := r.build(spec{version: "1.1.0", comps: []comp{image("rootfs", "1.1.0", img)}})
+		e := r.engine()
+		before := snapshot(t, r)
+		if _, err := r.install(e, p, InstallOptions{}); !errors.Is(err, ErrVerify) {
+			t.Errorf("byte %d changed on the medium: Install = %v, want ErrVerify", at, err)
+		}
+		if snapshot(t, r) != before {
+			t.Errorf("byte %d: a failed read-back changed the device state", at)
+		}
+	}
+	// Without the fault the same install verifies.
+	r := newRig(t)
+	r.cfg.Verify = VerifyOn
+	p := r.build(spec{version: "1.1.0", comps: []comp{image("rootfs", "1.1.0", img)}})
+	if _, err := r.install(r.engine(), p, InstallOptions{}); err != nil {
+		t.Errorf("Install with read-back = %v", err)
+	}
+}

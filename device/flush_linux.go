@@ -24,19 +24,23 @@ const flushAhead = 4
 // left to do.
 type flushWriter struct {
 	f       *os.File
-	off     int64 // bytes written
-	started int64 // writeback started up to here
+	flushed func(off, n int64) // called in order as ranges reach the medium; may be nil
+	off     int64              // bytes written
+	started int64              // writeback started up to here
 	ranges  chan [2]int64
 	done    chan struct{}
 }
 
-func newFlushWriter(f *os.File) io.WriteCloser {
-	w := &flushWriter{f: f, ranges: make(chan [2]int64, flushAhead), done: make(chan struct{})}
+func newFlushWriter(f *os.File, flushed func(off, n int64)) io.WriteCloser {
+	w := &flushWriter{f: f, flushed: flushed, ranges: make(chan [2]int64, flushAhead), done: make(chan struct{})}
 	go func() {
 		defer close(w.done)
 		for r := range w.ranges {
-			_ = unix.SyncFileRange(int(f.Fd()), r[0], r[1],
+			err := unix.SyncFileRange(int(f.Fd()), r[0], r[1],
 				unix.SYNC_FILE_RANGE_WAIT_BEFORE|unix.SYNC_FILE_RANGE_WRITE|unix.SYNC_FILE_RANGE_WAIT_AFTER)
+			if err == nil && w.flushed != nil {
+				w.flushed(r[0], r[1])
+			}
 		}
 	}()
 	return w

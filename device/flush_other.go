@@ -11,4 +11,4 @@ type nopFlush struct{ *os.File }
 
 func (nopFlush) Close() error { return nil }
 
-func newFlushWriter(f *os.File) io.WriteCloser { return nopFlush{f} }
+func newFlushWriter(f *os.File, flushed func(off, n int64)) io.WriteCloser { return nopFlush{f} }

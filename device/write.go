@@ -6,6 +6,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 	"runtime"
@@ -242,17 +243,20 @@ func openSlotFile(path, typ string) (*os.File, error) {
 	return f, nil
 }
 
-// readBack re-reads size bytes of path from the medium (dropping the page
-// cache first where the OS allows) and compares their sha256 with want.
-func readBack(ctx context.Context, path string, size uint64, want []byte) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return fmt.Errorf("read back %s: %w", path, err)
+func checkSum(path string, h hash.Hash, want []byte) error {
+	if got := h.Sum(nil); subtle.ConstantTimeCompare(got, want) != 1 {
+		return fmt.Errorf("%w: read back %s: sha256 %x, want %x", ErrVerify, path, got, want)
 	}
-	defer f.Close()
-	dropCache(f, int64(size))
-	h := sha256.New()
-	// Two buffers: one being read while the other is hashed.
+	return nil
+}
+
+// hashFrom drops the cached pages of [from, to) of f and hashes them as
+// read from the medium into h, reading one buffer ahead of the hashing.
+func hashFrom(ctx context.Context, f *os.File, h hash.Hash, from, to int64) error {
+	if to <= from {
+		return nil
+	}
+	dropCache(f, from, to-from)
 	type blk struct {
 		b   []byte
 		err error
@@ -266,21 +270,20 @@ func readBack(ctx context.Context, path string, size uint64, want []byte) error 
 	defer cancel()
 	go func() {
 		defer close(full)
-		var off uint64
-		for off < size {
+		for off := from; off < to; {
 			var b []byte
 			select {
 			case b = <-free:
 			case <-ctx.Done():
 				return
 			}
-			n := min(uint64(len(b)), size-off)
-			m, err := f.ReadAt(b[:n], int64(off))
-			if err == io.EOF && uint64(m) == n {
+			n := min(int64(len(b)), to-off)
+			m, err := f.ReadAt(b[:n], off)
+			if err == io.EOF && int64(m) == n {
 				err = nil
 			}
 			if err != nil {
-				full <- blk{err: fmt.Errorf("read back %s at %d: %w", path, off, err)}
+				full <- blk{err: fmt.Errorf("read back %s at %d: %w", f.Name(), off, err)}
 				return
 			}
 			off += n
@@ -294,10 +297,62 @@ func readBack(ctx context.Context, path string, size uint64, want []byte) error 
 		h.Write(k.b)
 		free <- k.b[:cap(k.b)]
 	}
-	if got := h.Sum(nil); subtle.ConstantTimeCompare(got, want) != 1 {
-		return fmt.Errorf("%w: read back %s: sha256 %x, want %x", ErrVerify, path, got, want)
+	return ctx.Err()
+}
+
+// readBacker verifies a slot while it is still being written: every range
+// whose writeback has completed is dropped from the page cache and read
+// back from the medium into one running sha256, in order, on its own
+// goroutine; finish reads the rest after the final fsync.
+type readBacker struct {
+	f      *os.File
+	h      hash.Hash
+	done   int64
+	ranges chan [2]int64
+	errc   chan error
+}
+
+func newReadBacker(ctx context.Context, path string) (*readBacker, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read back %s: %w", path, err)
 	}
-	return nil
+	rb := &readBacker{f: f, h: sha256.New(), ranges: make(chan [2]int64, 256), errc: make(chan error, 1)}
+	go func() {
+		var err error
+		for r := range rb.ranges {
+			if err == nil && r[0] == rb.done {
+				if err = hashFrom(ctx, f, rb.h, r[0], r[0]+r[1]); err == nil {
+					rb.done = r[0] + r[1]
+				}
+			}
+		}
+		rb.errc <- err
+	}()
+	return rb, nil
+}
+
+// flushed is called, in order, with each range that reached the medium.
+func (rb *readBacker) flushed(off, n int64) { rb.ranges <- [2]int64{off, n} }
+
+// finish reads back what is left of the first size bytes and checks the sum.
+func (rb *readBacker) finish(ctx context.Context, size uint64, want []byte) error {
+	defer rb.f.Close()
+	close(rb.ranges)
+	if err := <-rb.errc; err != nil {
+		return err
+	}
+	if err := hashFrom(ctx, rb.f, rb.h, rb.done, int64(size)); err != nil {
+		return err
+	}
+	return checkSum(rb.f.Name(), rb.h, want)
+}
+
+// abort stops the read-back goroutine without a verdict.
+func (rb *readBacker) abort() {
+	close(rb.ranges)
+	<-rb.errc
+	rb.f.Close()
 }
 
 // ErrVerify means what was read back from a slot differs from what was written.
