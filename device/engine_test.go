@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/autopatcher/autopatcher/bundle"
+	"github.com/autopatcher/autopatcher/slots"
 	"github.com/autopatcher/autopatcher/slots/sim"
 )
 
@@ -643,5 +644,47 @@ func TestReadBackCatchesBadMedium(t *testing.T) {
 	p := r.build(spec{version: "1.1.0", comps: []comp{image("rootfs", "1.1.0", img)}})
 	if _, err := r.install(r.engine(), p, InstallOptions{}); err != nil {
 		t.Errorf("Install with read-back = %v", err)
+	}
+}
+
+// fakeBoot is a bootloader whose state the test sets directly.
+type fakeBoot struct {
+	st    slots.BootState
+	calls []string
+}
+
+func (f *fakeBoot) State() (slots.BootState, error) { return f.st, nil }
+func (f *fakeBoot) Try(s string) error              { f.calls = append(f.calls, "try "+s); return nil }
+func (f *fakeBoot) Commit(s string) error           { f.calls = append(f.calls, "commit "+s); return nil }
+func (f *fakeBoot) MarkBad(s string) error          { f.calls = append(f.calls, "bad "+s); return nil }
+
+func TestConfirmBoot(t *testing.T) {
+	tests := []struct {
+		name    string
+		st      slots.BootState
+		calls   string
+		reboots int
+	}{
+		{"refill counted tries", slots.BootState{Primary: "A", Tries: map[string]int{"A": 2, "B": 3}}, "commit A", 0},
+		{"no counts no write", slots.BootState{Primary: "A"}, "", 0},
+		{"committed trial still flagged", slots.BootState{Primary: "A", Trial: "A"}, "", 0},
+		{"unknown trial", slots.BootState{Primary: "B", Trial: "A"}, "bad A", 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t)
+			fb := &fakeBoot{st: tc.st}
+			e, err := New(r.cfg, Options{Slots: r.slots, Bootloader: fb, Booted: func() (string, error) { return "A", nil },
+				Rebooter: rebootRecorder{r}, Health: okHealth{}, Trust: r.trust})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := e.ConfirmBoot(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Join(fb.calls, ", "); got != tc.calls || r.reboots != tc.reboots {
+				t.Errorf("bootloader calls %q reboots %d, want %q and %d", got, r.reboots, tc.calls, tc.reboots)
+			}
+		})
 	}
 }

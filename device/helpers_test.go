@@ -59,11 +59,11 @@ func newRig(t testing.TB) *rig {
 	sc, err := slots.ParseConfig([]byte(fmt.Sprintf(`
 bootloader:
   type: sim
-  sim: {dir: %[1]s/sim}
+  sim: {dir: "%[1]s/sim"}
 slots:
   rootfs:
-    a: {device: %[1]s/rootfs-a.img, type: file, size: 512M}
-    b: {device: %[1]s/rootfs-b.img, type: file, size: 512M}
+    a: {device: "%[1]s/rootfs-a.img", type: file, size: 512M}
+    b: {device: "%[1]s/rootfs-b.img", type: file, size: 512M}
 `, dir)))
 	if err != nil {
 		t.Fatal(err)

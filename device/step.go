@@ -98,7 +98,10 @@ func (e *Engine) ConfirmBoot(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("read bootloader state: %w", err)
 	}
-	if bs.Trial != "" && bs.Trial == booted {
+	// A backend may keep reporting the running boot as a trial after the
+	// commit (tryboot until the next reboot); only a trial the bootloader
+	// would not boot again by default is one nobody asked for.
+	if bs.Trial != "" && bs.Trial == booted && bs.Primary != booted {
 		e.log.Warn("trial boot without an update under way; marking it bad", "slot", booted)
 		if err := e.o.Bootloader.MarkBad(booted); err != nil {
 			return fmt.Errorf("mark slot %s bad: %w", booted, err)
