@@ -13,6 +13,12 @@
 //	nocommit    test role: boot, report, reboot without committing
 //	slots-commit-try, slots-nocommit  the same through the slots package's
 //	            U-Boot backend (/etc/autopatcher/slots.yaml)
+//	slots-commit-hold  commit, try the other slot once, then idle until the
+//	            host cuts the power
+//
+// With /etc/guestinit/boot-async in the image the boot partition is mounted
+// without sync/dirsync (see setup).
+//
 //	autopatchd-hang  like autopatchd, then freeze autopatchd (SIGSTOP) once
 //	            it holds /dev/watchdog: a hung system the watchdog must reset
 //
@@ -87,6 +93,8 @@ func main() {
 		err = slotsCommitTry(slot)
 	case "slots-nocommit":
 		err = slotsNoCommit(slot)
+	case "slots-commit-hold":
+		err = slotsCommitHold(slot)
 	case "nocommit":
 		logf("not committing slot %s; rebooting", slot)
 		halt(unix.LINUX_REBOOT_CMD_RESTART)
@@ -143,7 +151,7 @@ func setup() error {
 		flags        uintptr
 		opts         string
 	}{
-		{"/dev/vda1", "/boot", "vfat", unix.MS_SYNCHRONOUS | unix.MS_DIRSYNC, "shortname=mixed"},
+		{"/dev/vda1", "/boot", "vfat", bootFlags(), "shortname=mixed"},
 		{"/dev/vda4", "/data", "ext4", 0, ""},
 	} {
 		if err := waitFor(m.dev, 10*time.Second); err != nil {
@@ -255,4 +263,14 @@ func helper(argv0 string) int {
 	}
 	fmt.Fprintf(os.Stderr, "guestinit: unknown helper %q\n", argv0)
 	return 2
+}
+
+// bootFlags are the boot partition's mount flags; an image carrying
+// /etc/guestinit/boot-async mounts it without them (to show why they matter).
+func bootFlags() uintptr {
+	if _, err := os.Stat("/etc/guestinit/boot-async"); err == nil {
+		logf("boot partition mounted without sync/dirsync")
+		return 0
+	}
+	return unix.MS_SYNCHRONOUS | unix.MS_DIRSYNC
 }

@@ -78,3 +78,25 @@ func slotsNoCommit(slot string) error {
 	halt(unix.LINUX_REBOOT_CMD_RESTART)
 	return nil
 }
+
+// slotsCommitHold commits the booted slot, tries the other once, then
+// idles without syncing or rebooting: the host cuts the power.
+func slotsCommitHold(slot string) error {
+	bl, err := openBootloader()
+	if err != nil {
+		return err
+	}
+	other := map[string]string{"A": "B", "B": "A"}[slot]
+	if err := bl.Commit(slot); err != nil {
+		return err
+	}
+	if err := bl.Try(other); err != nil {
+		return err
+	}
+	st, err := bl.State()
+	if err != nil {
+		return err
+	}
+	logf("committed %s, trying %s once: slots state %s; holding", slot, other, stateLine(st))
+	select {}
+}
