@@ -97,7 +97,7 @@ func (e *Engine) writeImage(ctx context.Context, s *chunkStream, it PlanItem, c 
 	return nil
 }
 
-func (e *Engine) writePackage(s *chunkStream, it PlanItem, prog func(uint64)) error {
+func (e *Engine) writePackage(s io.Reader, it PlanItem, prog func(uint64)) error {
 	partial := it.Target + partialExt
 	_ = os.RemoveAll(partial)
 	if err := discardIfNotCurrent(it.Target); err != nil {
@@ -107,7 +107,7 @@ func (e *Engine) writePackage(s *chunkStream, it PlanItem, prog func(uint64)) er
 	if e.o.wrapSlot != nil {
 		pr, pw := io.Pipe()
 		go func() {
-			_, err := s.WriteTo(e.o.wrapSlot(it.Component, &progressWriter{w: pw, fn: prog}))
+			_, err := io.Copy(e.o.wrapSlot(it.Component, &progressWriter{w: pw, fn: prog}), s)
 			pw.CloseWithError(err)
 		}()
 		r = pr
@@ -132,7 +132,7 @@ func discardIfNotCurrent(dir string) error {
 	return os.RemoveAll(dir)
 }
 
-func (e *Engine) writeFile(s *chunkStream, it PlanItem, p *Progress, prog func(uint64)) error {
+func (e *Engine) writeFile(s io.Reader, it PlanItem, p *Progress, prog func(uint64)) error {
 	stage := p.Stage
 	for d := filepath.Dir(stage); ; d = filepath.Dir(d) {
 		if _, err := os.Lstat(d); err == nil || d == filepath.Dir(d) {
@@ -151,7 +151,7 @@ func (e *Engine) writeFile(s *chunkStream, it PlanItem, p *Progress, prog func(u
 	if e.o.wrapSlot != nil {
 		w = e.o.wrapSlot(it.Component, w)
 	}
-	_, err = s.WriteTo(&progressWriter{w: w, fn: prog})
+	_, err = io.Copy(&progressWriter{w: w, fn: prog}, s)
 	if err == nil {
 		err = f.Sync()
 	}

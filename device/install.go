@@ -104,24 +104,13 @@ func (e *Engine) Install(ctx context.Context, r io.Reader, opts InstallOptions) 
 	} else if size > want {
 		return Outcome{}, fmt.Errorf("verify bundle: %d bytes after the last chunk: %w", size-want, bundle.ErrMalformed)
 	}
-	sum := sha256.Sum256(br.SignedManifest())
-	info := BundleInfo{Name: m.Name, Version: m.Version, SecurityVersion: m.SecurityVersion, Digest: hex.EncodeToString(sum[:])}
+	info := bundleInfo(m, br.SignedManifest())
 	out := Outcome{Bundle: info, State: rec.State}
-	if rec.Current != nil && rec.Current.Digest == info.Digest && rec.Bundle == nil {
+	plan, booted, already, err := e.admit(rec, m, info)
+	if already {
 		out.Status = StatusAlreadyInstalled
 		return out, nil
 	}
-	if rec.Bundle != nil && !terminal(rec.State) {
-		if rec.Bundle.Digest == info.Digest {
-			return out, fmt.Errorf("%w: %s %s is already %s", ErrBusy, info.Name, info.Version, rec.State)
-		}
-		return out, fmt.Errorf("%w: %s %s is %s; roll it back first", ErrBusy, rec.Bundle.Name, rec.Bundle.Version, rec.State)
-	}
-	booted, err := e.o.Booted()
-	if err != nil {
-		return out, fmt.Errorf("find booted slot: %w", err)
-	}
-	plan, err := e.plan(rec, m, booted)
 	if err != nil {
 		return out, err
 	}
@@ -140,20 +129,7 @@ func (e *Engine) Install(ctx context.Context, r io.Reader, opts InstallOptions) 
 		return out, nil
 	}
 
-	j := &Record{State: Writing, Bundle: &info, From: booted, SecurityVersion: rec.SecurityVersion}
-	for _, it := range plan {
-		c := &m.Components[it.index]
-		if it.Kind == string(bundle.KindImage) {
-			j.Target = it.Slot
-		}
-		p := Progress{Name: it.Component, Kind: it.Kind, Version: it.Version, Class: it.Class, Slot: it.Slot,
-			Target: it.Target, Size: it.Size, SHA256: hex.EncodeToString(c.SHA256)}
-		if it.Kind == string(bundle.KindFile) {
-			p.Stage = it.Target + stageExt
-		}
-		p.Link = it.link
-		j.Components = append(j.Components, p)
-	}
+	j := journalOf(m, info, plan, booted, rec.SecurityVersion)
 	if _, err := e.runHooks(ctx, HookPreInstall, j, true); err != nil {
 		return out, fmt.Errorf("pre-install: %w", err)
 	}
@@ -176,10 +152,63 @@ func (e *Engine) Install(ctx context.Context, r io.Reader, opts InstallOptions) 
 		}
 		return out, err
 	}
-	// Everything is written and verified: move it into state.json.
+	return e.written(ctx, rec, j, m, plan, out, opts, nil)
+}
+
+// bundleInfo identifies a verified manifest by the sha256 of its signed bytes.
+func bundleInfo(m *bundle.Manifest, signed []byte) BundleInfo {
+	sum := sha256.Sum256(signed)
+	return BundleInfo{Name: m.Name, Version: m.Version, SecurityVersion: m.SecurityVersion, Digest: hex.EncodeToString(sum[:])}
+}
+
+// admit makes the checks Install and Prepare share before anything is
+// written: already installed (already is true, nothing else is returned),
+// another update under way, then every check of plan.
+func (e *Engine) admit(rec *Record, m *bundle.Manifest, info BundleInfo) (plan []PlanItem, booted string, already bool, err error) {
+	if rec.Current != nil && rec.Current.Digest == info.Digest && rec.Bundle == nil {
+		return nil, "", true, nil
+	}
+	if rec.Bundle != nil && !terminal(rec.State) {
+		if rec.Bundle.Digest == info.Digest {
+			return nil, "", false, fmt.Errorf("%w: %s %s is already %s", ErrBusy, info.Name, info.Version, rec.State)
+		}
+		return nil, "", false, fmt.Errorf("%w: %s %s is %s; roll it back first", ErrBusy, rec.Bundle.Name, rec.Bundle.Version, rec.State)
+	}
+	booted, err = e.o.Booted()
+	if err != nil {
+		return nil, "", false, fmt.Errorf("find booted slot: %w", err)
+	}
+	plan, err = e.plan(rec, m, booted)
+	return plan, booted, false, err
+}
+
+// journalOf is the progress record of an install about to write plan.
+func journalOf(m *bundle.Manifest, info BundleInfo, plan []PlanItem, booted string, secver uint64) *Record {
+	j := &Record{State: Writing, Bundle: &info, From: booted, SecurityVersion: secver}
+	for _, it := range plan {
+		c := &m.Components[it.index]
+		if it.Kind == string(bundle.KindImage) {
+			j.Target = it.Slot
+		}
+		p := Progress{Name: it.Component, Kind: it.Kind, Version: it.Version, Class: it.Class, Slot: it.Slot,
+			Target: it.Target, Size: it.Size, SHA256: hex.EncodeToString(c.SHA256)}
+		if it.Kind == string(bundle.KindFile) {
+			p.Stage = it.Target + stageExt
+		}
+		p.Link = it.link
+		j.Components = append(j.Components, p)
+	}
+	return j
+}
+
+// written moves an install whose components are all written and verified
+// (j) into state.json as Written, runs post-install.d and, unless
+// opts.NoAdvance, continues: bootloader try and the reboot the policy allows.
+func (e *Engine) written(ctx context.Context, rec, j *Record, m *bundle.Manifest, plan []PlanItem, out Outcome, opts InstallOptions, afterSave func() error) (Outcome, error) {
 	rec.State = Written
 	rec.Bundle, rec.Target, rec.From, rec.Components = j.Bundle, j.Target, j.From, j.Components
 	rec.Reason, rec.BootID, rec.Transitions = "", "", 0
+	rec.Offer, rec.Reboot = j.Offer, j.Reboot
 	rec.Pending = map[string]ChunkIndex{}
 	for _, it := range plan {
 		if it.Kind != string(bundle.KindImage) {
@@ -192,6 +221,11 @@ func (e *Engine) Install(ctx context.Context, r io.Reader, opts InstallOptions) 
 	}
 	if err := e.save(rec, Written); err != nil {
 		return out, err
+	}
+	if afterSave != nil {
+		if err := afterSave(); err != nil {
+			return out, err
+		}
 	}
 	if err := e.journal().Remove(); err != nil {
 		return out, err

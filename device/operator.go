@@ -39,6 +39,8 @@ func (e *Engine) Rollback(ctx context.Context) (string, error) {
 		switch {
 		case terminal(rec.State):
 			return ErrNothingToRollBack
+		case rec.State == Downloading:
+			return e.abandonDownload(rec, "cancelled by the operator while downloading")
 		case rec.State == Trial && booted == rec.Target:
 			rec.Reason = "rolled back by the operator"
 			return e.save(rec, Failed)

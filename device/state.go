@@ -27,12 +27,13 @@ const (
 	Failed                  // the trial failed; the target is marked bad and the old slot is coming back
 	RolledBack              // back on the old slot after a failed trial
 	Abandoned               // an install stopped before the bootloader was touched and was cleaned up
+	Downloading             // fetching the chunks of an offered bundle into the inactive slot and staging files
 )
 
 var stateNames = [...]string{
 	Idle: "idle", Verifying: "verifying", Writing: "writing", Written: "written", TrySet: "try-set",
 	Rebooting: "rebooting", Trial: "trial", Committing: "committing", Committed: "committed",
-	Failed: "failed", RolledBack: "rolled-back", Abandoned: "abandoned",
+	Failed: "failed", RolledBack: "rolled-back", Abandoned: "abandoned", Downloading: "downloading",
 }
 
 func (s State) String() string {
@@ -107,6 +108,8 @@ type Record struct {
 	Components  []Progress  `json:"components,omitempty"`  // in install (topological) order
 	Warnings    []string    `json:"warnings,omitempty"`    // hooks that failed during the update under way
 	Transitions int         `json:"transitions,omitempty"` // steps taken for the bundle under way
+	Offer       string      `json:"offer,omitempty"`       // hub offer id of the bundle under way
+	Reboot      *RebootPlan `json:"reboot,omitempty"`      // the offer's reboot policy, overriding reboot.policy
 
 	SecurityVersion uint64                `json:"security_version"`    // anti-rollback counter: highest committed
 	Installed       map[string]string     `json:"installed,omitempty"` // component name → committed version
@@ -115,6 +118,13 @@ type Record struct {
 	Pending         map[string]ChunkIndex `json:"pending,omitempty"`   // chunk tables of the slots being installed
 	Last            *Result               `json:"last,omitempty"`
 	Updated         time.Time             `json:"updated"`
+}
+
+// RebootPlan is a reboot policy that came with an offer: RebootNow,
+// RebootWindow (with a window in the syntax of reboot.window) or RebootHub.
+type RebootPlan struct {
+	Policy string `json:"policy"`
+	Window string `json:"window,omitempty"`
 }
 
 // ChunkIndex is the chunk table of the image held by one slot, so that a

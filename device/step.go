@@ -178,6 +178,10 @@ func (e *Engine) step(ctx context.Context) (bool, string, error) {
 	}
 	onTarget := rec.Target != "" && booted == rec.Target
 	switch rec.State {
+	case Downloading:
+		// The agent fetching the chunks finishes it (Download.Finish) or
+		// abandons it; waiting for it is not a transition.
+		return false, Downloading.String(), nil
 	case Verifying, Writing:
 		return false, RolledBack.String(), e.rolledBack(ctx, rec, "install interrupted while writing")
 
@@ -220,11 +224,15 @@ func (e *Engine) step(ctx context.Context) (bool, string, error) {
 		}
 		// Waiting for the hub or the window is not a transition: nothing is
 		// saved, so a long wait never counts against the runaway cap.
-		switch e.cfg.Reboot.Policy {
+		policy, window := e.cfg.Reboot.Policy, e.cfg.Reboot.Window
+		if rec.Reboot != nil && rec.Reboot.Policy != "" {
+			policy, window = rec.Reboot.Policy, rec.Reboot.Window
+		}
+		switch policy {
 		case RebootHub:
 			return false, StatusWaitingHub, nil
 		case RebootWindow:
-			w, err := ParseWindow(e.cfg.Reboot.Window, e.cfg.Reboot.TimeZone)
+			w, err := ParseWindow(window, e.cfg.Reboot.TimeZone)
 			if err != nil {
 				return false, "", err
 			}

@@ -156,4 +156,5 @@ func (e *Engine) rolledBack(ctx context.Context, rec *Record, reason string) err
 func clearUpdate(rec *Record) {
 	rec.Bundle, rec.Target, rec.From, rec.BootID, rec.Reason = nil, "", "", "", ""
 	rec.Components, rec.Pending, rec.Transitions, rec.Warnings = nil, nil, 0, nil
+	rec.Offer, rec.Reboot = "", nil
 }
