@@ -65,16 +65,16 @@ type Download struct {
 
 // sink is where the chunks of one component go.
 type sink struct {
-	it    PlanItem
-	c     *bundle.Component
-	f     *os.File  // slot or staging file
-	guard io.Closer // the slot held by slots.OpenTarget
-	path  string    // slot device or staging file
-	bits  []byte
-	count int
-	dirty int
+	it       PlanItem
+	c        *bundle.Component
+	f        *os.File  // slot or staging file
+	guard    io.Closer // the slot held by slots.OpenTarget
+	path     string    // slot device or staging file
+	bits     []byte
+	count    int
+	dirty    int
 	bitsPath string
-	local *localChunks
+	local    *localChunks
 }
 
 // Prepare starts (or resumes) the download of a bundle from its signed
@@ -615,4 +615,3 @@ func (l *localChunks) close() {
 		l.f.Close()
 	}
 }
-

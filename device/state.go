@@ -15,19 +15,19 @@ type State int
 
 // The states, in the order an update normally passes through them.
 const (
-	Idle       State = iota // nothing under way
-	Verifying               // reading and checking a bundle; nothing written yet
-	Writing                 // writing components to the inactive slot, staging dirs and temp files
-	Written                 // every component written, fsynced and verified
-	TrySet                  // the bootloader will try the target slot once on the next boot
-	Rebooting               // waiting for (or performing) the reboot into the target slot
-	Trial                   // running the target slot on trial: health checks under a watchdog
-	Committing              // checks passed; making the target primary and switching packages/files
-	Committed               // the update is permanent
-	Failed                  // the trial failed; the target is marked bad and the old slot is coming back
-	RolledBack              // back on the old slot after a failed trial
-	Abandoned               // an install stopped before the bootloader was touched and was cleaned up
-	Downloading             // fetching the chunks of an offered bundle into the inactive slot and staging files
+	Idle        State = iota // nothing under way
+	Verifying                // reading and checking a bundle; nothing written yet
+	Writing                  // writing components to the inactive slot, staging dirs and temp files
+	Written                  // every component written, fsynced and verified
+	TrySet                   // the bootloader will try the target slot once on the next boot
+	Rebooting                // waiting for (or performing) the reboot into the target slot
+	Trial                    // running the target slot on trial: health checks under a watchdog
+	Committing               // checks passed; making the target primary and switching packages/files
+	Committed                // the update is permanent
+	Failed                   // the trial failed; the target is marked bad and the old slot is coming back
+	RolledBack               // back on the old slot after a failed trial
+	Abandoned                // an install stopped before the bootloader was touched and was cleaned up
+	Downloading              // fetching the chunks of an offered bundle into the inactive slot and staging files
 )
 
 var stateNames = [...]string{
