@@ -384,6 +384,7 @@ func TestAutopatchd(t *testing.T) {
 			report(t, strings.Contains(bs[1].text, "health check 50-app: failing") && !markCommitted.MatchString(bs[1].text),
 				"v3's health check failed and autopatchd did not commit")
 			report(t, markRollback.MatchString(bs[2].text), "back on B, autopatchd reported the rollback")
+			report(t, strings.Contains(bs[1].text, "hook on-rollback.d: AP_HOOK=on-rollback.d"), "on-rollback hooks ran on A before the reboot")
 		}
 		p, _ := r.readEnvFiles(t, img)
 		report(t, strings.HasPrefix(p["BOOT_ORDER"], "B"), "env on disk keeps B first: %v", p)
@@ -405,6 +406,8 @@ func TestAutopatchd(t *testing.T) {
 			report(t, strings.Contains(bs[1].text, "system hung") && strings.Contains(bs[1].text, "softdog"),
 				"v4 hung holding the watchdog and softdog reset the machine")
 			report(t, markRollback.MatchString(bs[2].text), "back on B, autopatchd reported the rollback")
+			report(t, regexp.MustCompile(`hook on-rollback.d: .*AP_REASON=trial of slot A was interrupted`).MatchString(bs[2].text),
+				"back on B, the on-rollback hooks ran with the reason")
 		}
 		u := ubootChoices(log)
 		report(t, len(u) == 3 && strings.HasPrefix(u[1], "A(0,") && strings.HasPrefix(u[2], "B(0,"),
@@ -442,6 +445,8 @@ func TestAutopatchd(t *testing.T) {
 		})
 		bs := splitBoots(log)
 		report(t, len(bs) >= 1 && bs[0].slot == "B" && bs[0].version == "2.0.0", "after the power cut the board boots B (2.0.0): %q", seq(bs))
+		report(t, regexp.MustCompile(`status: last result:\s+abandoned armv7-system 5\.0\.0`).MatchString(log),
+			"autopatchd status on B reports the interrupted install as abandoned")
 		st, _ := readState(t, img)
 		report(t, st.Installed["rootfs"] == "2.0.0" && st.last() == "abandoned:5.0.0",
 			"state.json: the cut install is reported abandoned, 2.0.0 stays installed: state %s, last %s (%s), rootfs %s",
