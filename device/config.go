@@ -36,7 +36,33 @@ type Config struct {
 	Install    InstallConfig     `yaml:"install"`
 	User       string            `yaml:"user"`
 	SelfUpdate SelfUpdate        `yaml:"self_update"`
+	Hub        HubConfig         `yaml:"hub"`
 }
+
+// HubConfig connects the daemon to a hub over MQTT. No servers: no hub.
+type HubConfig struct {
+	Servers        []string `yaml:"servers"`
+	DeviceID       string   `yaml:"device_id"`
+	CA             string   `yaml:"ca"`
+	Cert           string   `yaml:"cert"`
+	Key            string   `yaml:"key"`
+	ServerName     string   `yaml:"server_name"`
+	Username       string   `yaml:"username"`
+	PasswordFile   string   `yaml:"password_file"`
+	AllowPlain     bool     `yaml:"allow_plain"`
+	KeepAlive      Duration `yaml:"keep_alive"`
+	SessionExpiry  Duration `yaml:"session_expiry"`
+	ConnectTimeout Duration `yaml:"connect_timeout"`
+	Window         int      `yaml:"window"`
+	ChunkTimeout   Duration `yaml:"chunk_timeout"`
+	MaxRetries     int      `yaml:"max_retries"`
+	ProgressEvery  int      `yaml:"progress_every"`
+	Poll           Duration `yaml:"poll"`
+	HelloInterval  Duration `yaml:"hello_interval"`
+}
+
+// Enabled reports whether a hub is configured.
+func (h *HubConfig) Enabled() bool { return len(h.Servers) > 0 }
 
 // TrustConfig names the keys bundles must be signed with.
 type TrustConfig struct {
@@ -161,6 +187,17 @@ func DefaultConfig() *Config {
 		SelfUpdate: SelfUpdate{
 			Deadline: Duration(2 * time.Minute),
 		},
+		Hub: HubConfig{
+			KeepAlive:      Duration(30 * time.Second),
+			SessionExpiry:  Duration(24 * time.Hour),
+			ConnectTimeout: Duration(10 * time.Second),
+			Window:         16,
+			ChunkTimeout:   Duration(10 * time.Second),
+			MaxRetries:     32,
+			ProgressEvery:  64,
+			Poll:           Duration(2 * time.Second),
+			HelloInterval:  Duration(15 * time.Minute),
+		},
 	}
 }
 
@@ -229,6 +266,28 @@ func (c *Config) Validate() error {
 	}
 	if c.Health.Deadline <= 0 {
 		return bad("health.deadline", "must be positive")
+	}
+	if h := c.Hub; h.Enabled() {
+		for i, u := range h.Servers {
+			if !strings.HasPrefix(u, "mqtts://") && !strings.HasPrefix(u, "mqtt://") {
+				return bad(fmt.Sprintf("hub.servers[%d]", i), "%q, want mqtts://HOST:PORT (or mqtt:// with allow_plain)", u)
+			}
+			if strings.HasPrefix(u, "mqtt://") && !h.AllowPlain {
+				return bad(fmt.Sprintf("hub.servers[%d]", i), "%q is plain TCP and hub.allow_plain is off", u)
+			}
+		}
+		if (h.Cert == "") != (h.Key == "") {
+			return bad("hub.cert", "cert and key must both be set")
+		}
+		if h.Window < 1 || h.Window > 256 {
+			return bad("hub.window", "%d, want 1..256", h.Window)
+		}
+		if h.ProgressEvery < 1 {
+			return bad("hub.progress_every", "%d, want >= 1", h.ProgressEvery)
+		}
+		if h.ChunkTimeout <= 0 || h.Poll <= 0 || h.ConnectTimeout <= 0 {
+			return bad("hub", "chunk_timeout, poll and connect_timeout must be positive")
+		}
 	}
 	if c.Watchdog.Timeout < Duration(time.Second) {
 		return bad("watchdog.timeout", "%v, want >= 1s", c.Watchdog.Timeout.D())

@@ -7,7 +7,8 @@
 // An update moves through these states (type State); each is persisted
 // before the step that follows it:
 //
-//		idle ─Install─▶ verifying ─▶ writing ─▶ written ─▶ try-set ─▶ rebooting
+//		idle ─Install─▶ verifying ─▶ writing ─▶ written
+//		idle ─Prepare─▶ downloading ─Finish─────▶ written ─▶ try-set ─▶ rebooting
 //		                  │ bad bundle: error, nothing changed          │ (policy: now | window | hub)
 //		                  ▼                                             ▼ boot
 //		               abandoned ◀─ interrupted / cancelled          trial ─▶ committing ─▶ committed
@@ -115,6 +116,25 @@
 //	self_update:
 //	  binary: ""                         # path of autopatchd when installed as a file (e.g. /usr/bin/autopatchd); "" = off
 //	  deadline: 2m                       # the new binary's self-check, and its confirmation after the restart
+//	hub:                                 # no servers: no hub (updates only from files)
+//	  servers: []                        # [mqtts://hub.example.com:8883]; mqtt:// only with allow_plain
+//	  device_id: ""                      # MQTT client id and topic name; "" = the hostname
+//	  ca: ""                             # PEM CA of the broker's certificate; "" = system roots
+//	  cert: ""                           # client certificate and key (mTLS, the device identity)
+//	  key: ""
+//	  server_name: ""                    # name checked in the broker's certificate; "" = the URL's host
+//	  username: ""                       # per-device credential instead of a certificate; "" = device_id
+//	  password_file: ""                  # file holding its password ("" = no credential)
+//	  allow_plain: false                 # permit unencrypted mqtt:// servers
+//	  keep_alive: 30s
+//	  session_expiry: 24h                # persistent session: what the hub sent while away is delivered
+//	  connect_timeout: 10s
+//	  window: 16                         # chunks outstanding per download, 1..256
+//	  chunk_timeout: 10s                 # re-request outstanding chunks after this long without data
+//	  max_retries: 32                    # re-requests before the fetch pauses and retries with backoff
+//	  progress_every: 64                 # Status with chunk progress every N chunks
+//	  poll: 2s                           # how often the result of a trial is looked for, to report it
+//	  hello_interval: 15m                # inventory re-sent this often, and after every result
 //
 // Durations are Go durations ("90s", "5m") or plain seconds.
 //
@@ -143,6 +163,40 @@
 // start (removing the old copy) if it comes up within the deadline, or
 // restores the old binary. If it never comes up, the systemd unit's
 // ExecStopPost puts <binary>.ap-old back before the restart.
+//
+// # Hub agent and chunk downloads
+//
+// With hub.servers set, `autopatchd run` also runs an Agent: it connects
+// with a persistent MQTT session (package transport), publishes Hello (the
+// inventory: hardware id, daemon version, slots and their versions,
+// installed components, trial slot, last result, age of the newest offer)
+// and subscribes to its offer and cmd topics. On an Offer it acts once per
+// offer id (<data_dir>/agent.json remembers the newest one and whether its
+// result was reported), refuses an expired one, and then:
+//
+//	Fetcher.Manifest ─▶ Engine.Prepare ─▶ Fetcher.Fetch per component ─▶ Download.Finish ─▶ Resume (try, reboot per policy)
+//
+// Prepare verifies the signed manifest with the trust store before decoding
+// it, makes every check Install makes, and persists state downloading with
+// the offer id. Each component gets a sink: an image goes straight into the
+// inactive slot (slots.OpenTarget), a package or file into a staging file
+// <data_dir>/download/<index>.part. Chunks arrive verified (the Fetcher
+// checks each against the signed chunk table and decompresses zstd) and are
+// written at their offset; which are done is kept in
+// <data_dir>/download/<index>.bits, persisted every 16 chunks and at the
+// end of every fetch, always after an fsync of the data it claims. A
+// resumed download (same bundle, after a disconnect, a daemon restart or a
+// reboot) asks only for the chunks not marked. Image chunks whose hash the
+// chunk index of the active slot lists are copied from it (delta) and
+// checked. Finish reads every component back and compares its sha256,
+// unpacks packages and stages files from the staging files, and continues
+// as an Install after writing. The agent publishes Status at every step:
+// downloading (with chunk progress every progress_every chunks),
+// installing, rebooting (or waiting-hub / waiting-window), then committed,
+// rolled-back or failed with a stable error kind and the reason; a trial's
+// result is reported when the daemon is back after the reboot. Commands:
+// reboot (policy hub), cancel (abandons the download, or the installed
+// update before its reboot), report (a fresh Hello).
 //
 // # Data path
 //

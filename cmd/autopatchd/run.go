@@ -78,7 +78,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	switch cmd {
 	case "run":
-		return runDaemon(ctx, e, log)
+		return runDaemon(ctx, e, cfg, log)
 	case "install":
 		return install(ctx, e, cfg, rest, stdout, stderr)
 	case "status":
@@ -135,7 +135,25 @@ func (r simRebooter) Reboot(context.Context) error {
 	return err
 }
 
-func runDaemon(ctx context.Context, e *device.Engine, log *slog.Logger) error {
+func runDaemon(ctx context.Context, e *device.Engine, cfg *device.Config, log *slog.Logger) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	agentDone := make(chan struct{})
+	if cfg.Hub.Enabled() {
+		a, err := device.NewAgent(e, cfg.Hub, device.AgentOptions{Logger: log, Version: version()})
+		if err != nil {
+			return err
+		}
+		go func() {
+			defer close(agentDone)
+			if err := a.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+				log.Error("hub agent stopped", "err", err)
+			}
+		}()
+	} else {
+		close(agentDone)
+	}
+	defer func() { cancel(); <-agentDone }()
 	if err := device.NotifyEnv("READY=1"); err != nil {
 		log.Warn("sd_notify", "err", err)
 	}
@@ -157,6 +175,14 @@ func runDaemon(ctx context.Context, e *device.Engine, log *slog.Logger) error {
 		return nil
 	}
 	return err
+}
+
+// version is the module version of the binary, reported to the hub.
+func version() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "devel"
 }
 
 func report(stdout io.Writer) func(string, error) error {
