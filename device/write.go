@@ -250,24 +250,78 @@ func checkSum(path string, h hash.Hash, want []byte) error {
 	return nil
 }
 
+// Read-back reads readBackBuf bytes at a time, one buffer ahead of the
+// hashing; with O_DIRECT, offsets and lengths are rounded to readAlign.
+const (
+	readBackBuf = 1 << 20
+	readAlign   = 4096
+)
+
 // hashFrom drops the cached pages of [from, to) of f and hashes them as
 // read from the medium into h, reading one buffer ahead of the hashing.
 func hashFrom(ctx context.Context, f *os.File, h hash.Hash, from, to int64) error {
+	return hashRead(ctx, f, false, h, from, to)
+}
+
+// hashRead hashes [from, to) of f, as read from the medium, into h,
+// reading one buffer ahead of the hashing. With direct (f is O_DIRECT)
+// from must be aligned and reads are rounded up to whole pages; otherwise
+// the cached pages of the range are dropped first.
+func hashRead(ctx context.Context, f *os.File, direct bool, h hash.Hash, from, to int64) error {
 	if to <= from {
 		return nil
 	}
-	dropCache(f, from, to-from)
+	bufs := newReadBufs()
+	defer bufs.release()
+	return bufs.hash(ctx, f, direct, h, from, to)
+}
+
+// readBufs are the two page-aligned buffers of a read-back.
+type readBufs struct {
+	b   [2][]byte
+	rel [2]func()
+}
+
+func newReadBufs() *readBufs {
+	r := &readBufs{}
+	for i := range r.b {
+		b, release, err := mmapBuf(readBackBuf)
+		if err != nil {
+			b, release = make([]byte, readBackBuf), func() {}
+		}
+		r.b[i], r.rel[i] = b, release
+	}
+	return r
+}
+
+func (r *readBufs) release() {
+	for _, rel := range r.rel {
+		rel()
+	}
+}
+
+// hash is hashRead with r's buffers.
+func (r *readBufs) hash(ctx context.Context, f *os.File, direct bool, h hash.Hash, from, to int64) error {
+	if to <= from {
+		return nil
+	}
+	if !direct {
+		dropCache(f, from, to-from)
+	}
 	type blk struct {
 		b   []byte
 		err error
 	}
-	const bs = 256 << 10
 	full := make(chan blk, 1)
 	free := make(chan []byte, 2)
-	free <- make([]byte, bs)
-	free <- make([]byte, bs)
+	free <- r.b[0]
+	free <- r.b[1]
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	defer func() {
+		cancel()
+		for range full { // the reader must be done with the buffers before they are reused
+		}
+	}()
 	go func() {
 		defer close(full)
 		for off := from; off < to; {
@@ -277,17 +331,23 @@ func hashFrom(ctx context.Context, f *os.File, h hash.Hash, from, to int64) erro
 			case <-ctx.Done():
 				return
 			}
-			n := min(int64(len(b)), to-off)
-			m, err := f.ReadAt(b[:n], off)
-			if err == io.EOF && int64(m) == n {
+			need := min(int64(len(b)), to-off)
+			want := need
+			if direct {
+				want = min(int64(len(b)), (need+readAlign-1)&^(readAlign-1))
+			}
+			m, err := f.ReadAt(b[:want], off)
+			if int64(m) >= need {
 				err = nil
+			} else if err == nil || err == io.EOF {
+				err = io.ErrUnexpectedEOF
 			}
 			if err != nil {
 				full <- blk{err: fmt.Errorf("read back %s at %d: %w", f.Name(), off, err)}
 				return
 			}
-			off += n
-			full <- blk{b: b[:n]}
+			off += need
+			full <- blk{b: b[:need]}
 		}
 	}()
 	for k := range full {
@@ -301,12 +361,15 @@ func hashFrom(ctx context.Context, f *os.File, h hash.Hash, from, to int64) erro
 }
 
 // readBacker verifies a slot while it is still being written: every range
-// whose writeback has completed is dropped from the page cache and read
-// back from the medium into one running sha256, in order, on its own
-// goroutine; finish reads the rest after the final fsync.
+// whose write reached the medium is read back from the medium (O_DIRECT
+// where the file system has it, else after dropping its cached pages)
+// into one running sha256, in order, on its own goroutine; finish reads
+// the rest after the final fsync.
 type readBacker struct {
 	f      *os.File
+	d      *os.File // O_DIRECT handle, or nil
 	h      hash.Hash
+	bufs   *readBufs
 	done   int64
 	ranges chan [2]int64
 	errc   chan error
@@ -317,14 +380,32 @@ func newReadBacker(ctx context.Context, path string) (*readBacker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read back %s: %w", path, err)
 	}
-	rb := &readBacker{f: f, h: sha256.New(), ranges: make(chan [2]int64, 256), errc: make(chan error, 1)}
+	d, _ := openDirectRead(path)
+	rb := &readBacker{f: f, d: d, h: sha256.New(), bufs: newReadBufs(), ranges: make(chan [2]int64, 1024), errc: make(chan error, 1)}
 	go func() {
 		var err error
 		for r := range rb.ranges {
-			if err == nil && r[0] == rb.done {
-				if err = hashFrom(ctx, f, rb.h, r[0], r[0]+r[1]); err == nil {
-					rb.done = r[0] + r[1]
+			if err != nil || r[0] != rb.done {
+				continue
+			}
+			// Ranges that arrived meanwhile join this read.
+			end := r[0] + r[1]
+		more:
+			for {
+				select {
+				case n, ok := <-rb.ranges:
+					if !ok {
+						break more
+					}
+					if n[0] == end {
+						end += n[1]
+					}
+				default:
+					break more
 				}
+			}
+			if err = rb.hash(ctx, r[0], end); err == nil {
+				rb.done = end
 			}
 		}
 		rb.errc <- err
@@ -332,17 +413,25 @@ func newReadBacker(ctx context.Context, path string) (*readBacker, error) {
 	return rb, nil
 }
 
+// hash reads [from, to) back into the running sum.
+func (rb *readBacker) hash(ctx context.Context, from, to int64) error {
+	if rb.d != nil && from%readAlign == 0 {
+		return rb.bufs.hash(ctx, rb.d, true, rb.h, from, to)
+	}
+	return rb.bufs.hash(ctx, rb.f, false, rb.h, from, to)
+}
+
 // flushed is called, in order, with each range that reached the medium.
 func (rb *readBacker) flushed(off, n int64) { rb.ranges <- [2]int64{off, n} }
 
 // finish reads back what is left of the first size bytes and checks the sum.
 func (rb *readBacker) finish(ctx context.Context, size uint64, want []byte) error {
-	defer rb.f.Close()
+	defer rb.close()
 	close(rb.ranges)
 	if err := <-rb.errc; err != nil {
 		return err
 	}
-	if err := hashFrom(ctx, rb.f, rb.h, rb.done, int64(size)); err != nil {
+	if err := rb.hash(ctx, rb.done, int64(size)); err != nil {
 		return err
 	}
 	return checkSum(rb.f.Name(), rb.h, want)
@@ -352,7 +441,15 @@ func (rb *readBacker) finish(ctx context.Context, size uint64, want []byte) erro
 func (rb *readBacker) abort() {
 	close(rb.ranges)
 	<-rb.errc
+	rb.close()
+}
+
+func (rb *readBacker) close() {
+	rb.bufs.release()
 	rb.f.Close()
+	if rb.d != nil {
+		rb.d.Close()
+	}
 }
 
 // ErrVerify means what was read back from a slot differs from what was written.
