@@ -409,6 +409,15 @@ func TestAutopatchd(t *testing.T) {
 			report(t, regexp.MustCompile(`hook on-rollback.d: .*AP_REASON=trial of slot A was interrupted`).MatchString(bs[2].text),
 				"back on B, the on-rollback hooks ran with the reason")
 		}
+		if h := hostTime(log, 0, "system hung"); h >= 0 {
+			if b := hostTime(log, h, "autopatcher: booting slot B"); b >= 0 {
+				fmt.Printf("TIME  hang -> softdog reset -> U-Boot back on B: %.2fs wall (watchdog timeout 4s)", b-h)
+				if rb := hostTime(log, b, "-> rolled-back"); rb >= 0 {
+					fmt.Printf("; -> rollback recorded on B: %.2fs", rb-h)
+				}
+				fmt.Println()
+			}
+		}
 		u := ubootChoices(log)
 		report(t, len(u) == 3 && strings.HasPrefix(u[1], "A(0,") && strings.HasPrefix(u[2], "B(0,"),
 			"after the reset U-Boot fell back to B because A's single try was used up: %v", u)
@@ -516,4 +525,19 @@ func boottime(b bootRecord, log string) {
 	if chose >= 0 && done >= 0 {
 		fmt.Printf("TIME  U-Boot chose slot %s -> committed: %.2fs wall (TCG, includes kernel decompression)\n", b.slot, done-chose)
 	}
+}
+
+// hostTime returns the host stamp of the first console line after host
+// time after that contains substr, or -1.
+func hostTime(log string, after float64, substr string) float64 {
+	for _, l := range strings.Split(log, "\n") {
+		var h float64
+		if _, err := fmt.Sscanf(l, "%g", &h); err != nil || h <= after {
+			continue
+		}
+		if strings.Contains(l, substr) {
+			return h
+		}
+	}
+	return -1
 }
