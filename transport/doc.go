@@ -18,12 +18,32 @@
 // The offer is a retained message, not a queue: a device that was offline finds
 // exactly one offer, the newest, when it subscribes. An Offer with an empty ID
 // (or an empty retained payload) withdraws it. The retained offer is sent
-// again on every subscribe (after each reconnect too), so receivers act on
-// the offer ID and ignore repeats. Devices connect with a persistent session
-// (clean start false, session expiry > 0), so commands and data published
-// while they were away are delivered on reconnect (a Conn keeps such
-// messages until the matching Subscribe); chunk requests are idempotent, so
-// nothing breaks when some are lost.
+// again on every SUBSCRIBE, so receivers act on the offer ID and ignore
+// repeats. Devices connect with a persistent session (clean start false,
+// session expiry > 0), so the broker keeps their subscriptions, and the QoS 1
+// commands and offers published while they were away are delivered on
+// reconnect (a Conn keeps such messages until the matching Subscribe). A
+// Conn subscribes again only when the broker says it did not keep the
+// session (a restarted broker, an expired session), and that SUBSCRIBE
+// brings the retained offer back; a process that starts calls Subscribe,
+// which does the same. Chunk requests are idempotent, so nothing breaks
+// when some are lost.
+//
+// # Connection
+//
+// Conn is built on the plain paho MQTT v5 client (no HTTP or websocket code
+// is linked). It dials the configured servers in turn over TCP or TLS,
+// with exponential backoff (MinBackoff doubling up to MaxBackoff) spread by
+// jitter over [d/2, d], and stays with a server while it answers. It sends
+// a PINGREQ when nothing else went out for KeepAlive, and on Close a
+// DISCONNECT with reason 0, so the broker keeps the session. Publishes
+// wait while the link is down; a QoS 1 publish not acknowledged when the
+// link went down is sent again on the next connection (at most 4096
+// publishes wait or are in flight; more callers block). They are kept in
+// memory only: when the process exits, publishes that were not
+// acknowledged are lost, and their Publish calls never reported success;
+// the device sends a fresh Hello and Status when it starts and asks again
+// for the chunks its persisted progress lacks.
 //
 // The hub subscribes with the filters ap/v1/d/+/hello|status|get (Filter), or
 // $share/{group}/ap/v1/d/+/... when several hub replicas share the load.

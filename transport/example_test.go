@@ -33,7 +33,7 @@ func Example_device() {
 	if err := conn.Subscribe(offerTopic, func(_ string, m transport.Message) {
 		select {
 		case offers <- m.(*transport.Offer):
-		default: // the engine is busy; the retained offer comes again on reconnect
+		default: // the engine is busy; the retained offer comes again with the next SUBSCRIBE (process start, lost session)
 		}
 	}); err != nil {
 		log.Fatal(err)

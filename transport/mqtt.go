@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,7 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/eclipse/paho.golang/autopaho"
 	"github.com/eclipse/paho.golang/paho"
 )
 
@@ -39,8 +39,8 @@ type Config struct {
 	// CleanStart discards a previous session on the first connection.
 	// Default false, so an offline device finds what was sent to it.
 	CleanStart bool
-	// ConnectTimeout bounds one connection attempt and every subscribe.
-	// Default 10s.
+	// ConnectTimeout bounds one connection attempt, every subscribe and the
+	// wait for one publish's acknowledgement. Default 10s.
 	ConnectTimeout time.Duration
 	// MinBackoff and MaxBackoff bound the exponential reconnect backoff.
 	// Defaults 250ms and 30s.
@@ -57,20 +57,46 @@ type Config struct {
 // work to another goroutine), or the connection stalls.
 type Handler func(topic string, m Message)
 
+// maxQueue bounds the publishes of a Conn that wait for the connection or
+// for their acknowledgement; further Publish calls block until one is done.
+const maxQueue = 4096
+
 // Conn is an MQTT v5 connection that reconnects by itself and speaks the
 // AutoPatcher messages.
+//
+// It dials the configured servers in turn (TCP or TLS) with exponential
+// backoff and jitter, connects with a persistent session (clean start only
+// on the first connection when Config.CleanStart says so), subscribes again
+// when the broker did not keep the session, and sends every publish that
+// was waiting or unacknowledged when the link went down again on the next
+// connection. Those publishes live in memory only: a process that exits
+// loses the ones not acknowledged yet (their Publish calls never returned
+// nil), while whatever the broker holds in the session survives.
 type Conn struct {
 	cfg     Config
+	urls    []*url.URL
+	tls     *tls.Config
 	log     *slog.Logger
 	metrics *Metrics
-	cm      *autopaho.ConnectionManager
-	cancel  context.CancelFunc
 	hub     bool
 
+	ctx     context.Context // ends with Close
+	cancel  context.CancelFunc
+	stopped chan struct{} // closed when the connect loop has returned
+	queue   chan struct{} // one token per publish waiting or in flight
+
 	mu    sync.Mutex
-	subs  []sub
-	early []received    // arrived before a matching Subscribe
-	down  chan struct{} // closed when the current connection goes down
+	cur   *link         // the connection in use, nil while down
+	upCh  chan struct{} // closed once cur is set; replaced when it goes down
+	reup  chan struct{} // closed at the next connection; then replaced
+	subs  []*sub
+	early []received // arrived before a matching Subscribe
+}
+
+type sub struct {
+	filter string
+	h      Handler
+	live   bool // acknowledged in the broker's current session
 }
 
 func sleep(ctx context.Context, d time.Duration) error {
@@ -82,11 +108,6 @@ func sleep(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	}
-}
-
-type sub struct {
-	filter string
-	h      Handler
 }
 
 func (c *Config) defaults() {
@@ -104,6 +125,9 @@ func (c *Config) defaults() {
 	}
 	if c.MaxBackoff == 0 {
 		c.MaxBackoff = 30 * time.Second
+	}
+	if c.MaxBackoff < c.MinBackoff {
+		c.MaxBackoff = c.MinBackoff
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -148,19 +172,6 @@ func (c *Config) servers() ([]*url.URL, error) {
 	return urls, nil
 }
 
-// Backoff returns the delay before reconnect attempt n (0-based): min·2ⁿ,
-// capped at max.
-func Backoff(n int, min, max time.Duration) time.Duration {
-	d := min
-	for i := 0; i < n && d < max; i++ {
-		d *= 2
-	}
-	if d > max {
-		d = max
-	}
-	return d
-}
-
 // Dial connects to the first reachable server and returns once connected
 // (or ctx is done, which closes the connection and returns ctx's error).
 // After that the Conn reconnects by itself with backoff until Close.
@@ -178,56 +189,18 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 			return nil, fmt.Errorf("dial: %w", err)
 		}
 	}
-	c := &Conn{cfg: cfg, log: cfg.Logger.With("client", cfg.ClientID), metrics: cfg.Metrics, hub: IsHub(cfg.ClientID),
-		down: make(chan struct{})}
-	close(c.down)
-	ac := autopaho.ClientConfig{
-		ServerUrls:                    urls,
-		KeepAlive:                     uint16(cfg.KeepAlive / time.Second),
-		CleanStartOnInitialConnection: cfg.CleanStart,
-		SessionExpiryInterval:         uint32(cfg.SessionExpiry / time.Second),
-		ConnectTimeout:                cfg.ConnectTimeout,
-		ReconnectBackoff:              func(n int) time.Duration { return Backoff(n, cfg.MinBackoff, cfg.MaxBackoff) },
-		ConnectUsername:               cfg.Username,
-		ConnectPassword:               cfg.Password,
-		OnConnectionUp:                c.up,
-		OnConnectionDown: func() bool {
-			c.log.Info("mqtt connection down")
-			c.mu.Lock()
-			select {
-			case <-c.down:
-			default:
-				close(c.down)
-			}
-			c.mu.Unlock()
-			return true
-		},
-		OnConnectError: func(err error) { c.log.Debug("mqtt connect failed", "err", err) },
-		ClientConfig: paho.ClientConfig{
-			ClientID:          cfg.ClientID,
-			OnPublishReceived: []func(paho.PublishReceived) (bool, error){c.receive},
-			OnClientError:     func(err error) { c.log.Debug("mqtt client error", "err", err) },
-		},
-	}
-	if ac.KeepAlive == 0 {
-		ac.KeepAlive = 1
-	}
+	c := &Conn{cfg: cfg, urls: urls, log: cfg.Logger.With("client", cfg.ClientID), metrics: cfg.Metrics,
+		hub: IsHub(cfg.ClientID), stopped: make(chan struct{}), queue: make(chan struct{}, maxQueue),
+		upCh: make(chan struct{}), reup: make(chan struct{})}
+	c.tls = &tls.Config{MinVersion: tls.VersionTLS12}
 	if cfg.TLS != nil {
-		tc, err := cfg.TLS.Config()
-		if err != nil {
+		if c.tls, err = cfg.TLS.Config(); err != nil {
 			return nil, fmt.Errorf("dial: %w", err)
 		}
-		ac.TlsCfg = tc
 	}
-	runCtx, cancel := context.WithCancel(context.Background())
-	c.cancel = cancel
-	cm, err := autopaho.NewConnection(runCtx, ac)
-	if err != nil {
-		cancel()
-		return nil, fmt.Errorf("dial: %w", err)
-	}
-	c.cm = cm
-	if err := cm.AwaitConnection(ctx); err != nil {
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	go c.run()
+	if _, err := c.await(ctx); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("dial %s: %w", strings.Join(cfg.Servers, ","), err)
 	}
@@ -237,50 +210,46 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 // Metrics returns the Conn's counters.
 func (c *Conn) Metrics() *Metrics { return c.metrics }
 
-// up (re)subscribes every registered filter. A session the broker kept
-// already holds them, but a restarted broker does not.
-func (c *Conn) up(cm *autopaho.ConnectionManager, ack *paho.Connack) {
-	c.log.Info("mqtt connected", "session_present", ack.SessionPresent)
-	c.mu.Lock()
-	c.down = make(chan struct{})
-	subs := append([]sub(nil), c.subs...)
-	c.mu.Unlock()
-	if len(subs) == 0 {
-		return
-	}
-	go func() {
-		for _, s := range subs {
-			if err := c.subscribe(cm, s.filter); err != nil {
-				c.log.Warn("mqtt resubscribe failed", "filter", s.filter, "err", err)
-			}
+// await returns the connection in use, waiting for one while it is down.
+func (c *Conn) await(ctx context.Context) (*link, error) {
+	for {
+		c.mu.Lock()
+		l, up := c.cur, c.upCh
+		c.mu.Unlock()
+		if l != nil {
+			return l, nil
 		}
-	}()
+		select {
+		case <-up:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-c.ctx.Done():
+			return nil, ErrClosed
+		}
+	}
 }
 
-func (c *Conn) subscribe(cm *autopaho.ConnectionManager, filter string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.ConnectTimeout)
-	defer cancel()
-	// RetainHandling 0: the retained offer comes with every subscribe, also
-	// the one after a reconnect or a restart, so a device always learns its
-	// offer; receivers act on the offer id, so repeats are harmless.
-	ack, err := cm.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: 1}}})
-	if ack != nil && (len(ack.Reasons) != 1 || ack.Reasons[0] >= 0x80) {
-		return fmt.Errorf("subscribe %s: %w (reason %#x)", filter, ErrRefused, ack.Reasons)
-	}
-	if err != nil {
-		return fmt.Errorf("subscribe %s: %w", filter, err)
-	}
-	return nil
+// reconnected returns a channel closed when the next connection is up (its
+// subscriptions restored). The Fetcher uses it to ask again at once for what
+// a lost link may have swallowed.
+func (c *Conn) reconnected() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.reup
 }
 
 // Subscribe registers h for messages on filter (an MQTT filter, + and #
-// allowed) and subscribes with QoS 1, now and after every reconnect. When
-// the connection is down the subscription is made on the next connect.
-// Messages the broker delivered from a persistent session before h was
-// registered (they arrive right after connecting) are handed to h first.
+// allowed) and subscribes with QoS 1. The broker keeps the subscription in
+// the persistent session; when it reports on a reconnect that it did not
+// keep the session (a restarted broker, an expired session), the Conn
+// subscribes again. When the connection is down the subscription is made
+// on the next connect. Messages the broker delivered from a persistent
+// session before h was registered (they arrive right after connecting) are
+// handed to h first.
 func (c *Conn) Subscribe(filter string, h Handler) error {
+	s := &sub{filter: filter, h: h}
 	c.mu.Lock()
-	c.subs = append(c.subs, sub{filter, h})
+	c.subs = append(c.subs, s)
 	var early []received
 	kept := c.early[:0]
 	for _, r := range c.early {
@@ -291,27 +260,69 @@ func (c *Conn) Subscribe(filter string, h Handler) error {
 		}
 	}
 	c.early = kept
+	l := c.cur
 	c.mu.Unlock()
 	for _, r := range early {
 		c.metrics.Received.Add(1)
 		h(r.topic, r.m)
 	}
-	err := c.subscribe(c.cm, filter)
-	if errors.Is(err, autopaho.ConnectionDownError) {
-		return nil
+	if l == nil {
+		return nil // subscribed by the connect loop before the link is used
 	}
+	err := c.subscribe(l, s)
 	if errors.Is(err, ErrRefused) {
 		// Not retried on reconnect: the broker's ACL will not change its mind.
-		c.mu.Lock()
-		for i := len(c.subs) - 1; i >= 0; i-- {
-			if c.subs[i].filter == filter {
-				c.subs = append(c.subs[:i], c.subs[i+1:]...)
-				break
-			}
-		}
-		c.mu.Unlock()
+		c.forget(s)
+		return err
+	}
+	if err != nil && l.gone() {
+		return nil // made again on the next connect
 	}
 	return err
+}
+
+// subscribe sends one SUBSCRIBE on l and marks s live when it is granted.
+func (c *Conn) subscribe(l *link, s *sub) error {
+	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.ConnectTimeout)
+	defer cancel()
+	stop := context.AfterFunc(l.ctx, cancel)
+	defer stop()
+	// RetainHandling 0: the retained offer comes with every subscribe, so a
+	// device that starts (or lost its session) learns its offer.
+	req := &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: s.filter, QoS: 1}}}
+	ack, err := l.cli.Subscribe(ctx, req)
+	// Some brokers (mochi) share one packet identifier space between both
+	// directions and refuse an identifier still used by a message they are
+	// redelivering to us; it frees up once we acknowledge that message.
+	for ack != nil && len(ack.Reasons) == 1 && ack.Reasons[0] == reasonIDInUse {
+		if err = sleep(ctx, 10*time.Millisecond); err != nil {
+			return fmt.Errorf("subscribe %s: %w", s.filter, err)
+		}
+		ack, err = l.cli.Subscribe(ctx, req)
+	}
+	if ack != nil && (len(ack.Reasons) != 1 || ack.Reasons[0] >= 0x80) {
+		return fmt.Errorf("subscribe %s: %w (reason %#x)", s.filter, ErrRefused, ack.Reasons)
+	}
+	if err != nil {
+		return fmt.Errorf("subscribe %s: %w", s.filter, err)
+	}
+	c.mu.Lock()
+	if !l.gone() {
+		s.live = true
+	}
+	c.mu.Unlock()
+	return nil
+}
+
+func (c *Conn) forget(s *sub) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i, x := range c.subs {
+		if x == s {
+			c.subs = append(c.subs[:i], c.subs[i+1:]...)
+			return
+		}
+	}
 }
 
 // Publish encodes m and publishes it on topic with QoS 1, waiting for the
@@ -329,7 +340,7 @@ func (c *Conn) Publish(ctx context.Context, topic string, m Message) error {
 	if err != nil {
 		return fmt.Errorf("publish: %w", err)
 	}
-	return c.publishRaw(ctx, topic, b, ch == ChOffer)
+	return c.publish(ctx, topic, b, ch == ChOffer, 1)
 }
 
 // ClearOffer removes the retained offer of device.
@@ -338,74 +349,60 @@ func (c *Conn) ClearOffer(ctx context.Context, device string) error {
 	if err != nil {
 		return fmt.Errorf("clear offer: %w", err)
 	}
-	return c.publishRaw(ctx, topic, nil, true)
+	return c.publish(ctx, topic, nil, true, 1)
 }
 
 // PublishRaw publishes arbitrary bytes; it exists for tests of how peers
 // treat malformed input.
 func (c *Conn) PublishRaw(ctx context.Context, topic string, payload []byte) error {
-	return c.publishRaw(ctx, topic, payload, false)
+	return c.publish(ctx, topic, payload, false, 1)
 }
 
-func (c *Conn) publishRaw(ctx context.Context, topic string, b []byte, retain bool) error {
+// publish sends b on topic and, for QoS 1, waits for the broker's
+// acknowledgement. A publish whose connection went down before it was
+// acknowledged is sent again on the next connection, so the broker may see
+// it twice; every message of the protocol tolerates that.
+func (c *Conn) publish(ctx context.Context, topic string, b []byte, retain bool, qos byte) error {
+	select {
+	case c.queue <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("publish %s: %w", topic, ctx.Err())
+	case <-c.ctx.Done():
+		return fmt.Errorf("publish %s: %w", topic, ErrClosed)
+	}
+	defer func() { <-c.queue }()
+	p := &paho.Publish{Topic: topic, QoS: qos, Retain: retain, Payload: b}
 	for {
-		if err := c.cm.AwaitConnection(ctx); err != nil {
+		l, err := c.await(ctx)
+		if err != nil {
 			return fmt.Errorf("publish %s: %w", topic, err)
 		}
-		// An in-flight publish whose connection dropped would wait for its
-		// PUBACK until the packet timeout; give up on it when the connection
-		// goes down and send it again on the next one.
-		c.mu.Lock()
-		down := c.down
-		c.mu.Unlock()
-		select {
-		case <-down: // the up callback has not run yet
-			if err := sleep(ctx, c.cfg.MinBackoff/4); err != nil {
-				return fmt.Errorf("publish %s: %w", topic, err)
-			}
-			continue
-		default:
-		}
-		actx, cancel := context.WithCancel(ctx)
-		go func() {
-			select {
-			case <-down:
-				cancel()
-			case <-actx.Done():
-			}
-		}()
-		resp, err := c.cm.Publish(actx, &paho.Publish{Topic: topic, QoS: 1, Retain: retain, Payload: b})
+		pctx, cancel := context.WithCancel(ctx)
+		stop := context.AfterFunc(l.ctx, cancel) // give up on this link when it goes down
+		resp, err := l.cli.Publish(pctx, p)
+		stop()
 		cancel()
 		if resp != nil && resp.ReasonCode >= 0x80 {
 			return fmt.Errorf("publish %s: %w (reason %#x)", topic, ErrRefused, resp.ReasonCode)
 		}
-		if errors.Is(err, autopaho.ConnectionDownError) {
-			continue
-		}
-		if errors.Is(err, paho.ErrNetworkErrorAfterStored) {
-			// Stored in the session: sent again after the reconnect.
+		if err == nil {
 			c.metrics.Published.Add(1)
 			return nil
 		}
-		if err != nil {
-			if ctx.Err() != nil {
-				return fmt.Errorf("publish %s: %w", topic, ctx.Err())
-			}
-			select {
-			case <-c.cm.Done():
-				return fmt.Errorf("publish %s: %w", topic, ErrClosed)
-			default:
-			}
-			// The connection dropped while the message was in flight; the
-			// session resends it, but the caller wants an answer: retry.
-			c.log.Debug("mqtt publish retry", "topic", topic, "err", err)
+		if ctx.Err() != nil {
+			return fmt.Errorf("publish %s: %w", topic, ctx.Err())
+		}
+		if c.ctx.Err() != nil {
+			return fmt.Errorf("publish %s: %w", topic, ErrClosed)
+		}
+		// The link went down (or the acknowledgement did not come in time):
+		// send it again, on the next connection when this one is gone.
+		c.log.Debug("mqtt publish retry", "topic", topic, "err", err)
+		if !l.gone() {
 			if err := sleep(ctx, c.cfg.MinBackoff); err != nil {
 				return fmt.Errorf("publish %s: %w", topic, err)
 			}
-			continue
 		}
-		c.metrics.Published.Add(1)
-		return nil
 	}
 }
 
@@ -455,6 +452,9 @@ func (c *Conn) receive(pr paho.PublishReceived) (bool, error) {
 	return true, nil
 }
 
+// reasonIDInUse is MQTT v5's "packet identifier in use" reason code.
+const reasonIDInUse = 0x91
+
 // maxEarly bounds the messages kept for handlers not registered yet.
 const maxEarly = 256
 
@@ -469,16 +469,31 @@ func (c *Conn) drop(counter interface{ Add(uint64) uint64 }, topic string, err e
 	c.log.Warn("mqtt message dropped", "topic", topic, "err", err)
 }
 
-// Close disconnects and stops reconnecting.
+// Close disconnects and stops reconnecting. Publishes still waiting fail
+// with ErrClosed.
 func (c *Conn) Close() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	err := c.cm.Disconnect(ctx)
-	c.cancel()
-	if errors.Is(err, autopaho.ConnectionDownError) {
-		err = nil
+	c.mu.Lock()
+	l := c.cur
+	c.mu.Unlock()
+	var err error
+	if l != nil {
+		// Reason 0: the broker keeps the session for SessionExpiry.
+		err = l.disconnect()
 	}
+	c.cancel()
+	<-c.stopped
 	return err
+}
+
+// Drop closes the network connection without a DISCONNECT, as a lost link
+// would; the Conn then reconnects by itself. For fault tests.
+func (c *Conn) Drop() {
+	c.mu.Lock()
+	l := c.cur
+	c.mu.Unlock()
+	if l != nil {
+		l.nc.Close()
+	}
 }
 
 // Match reports whether topic matches the MQTT filter (with + and #; a
@@ -491,22 +506,18 @@ func Match(filter, topic string) bool {
 		}
 		filter = f
 	}
-	fs := strings.Split(filter, "/")
-	ts := strings.Split(topic, "/")
-	for i, f := range fs {
+	for {
+		f, frest, fmore := strings.Cut(filter, "/")
 		if f == "#" {
 			return true
 		}
-		if i >= len(ts) {
+		t, trest, tmore := strings.Cut(topic, "/")
+		if f != "+" && f != t {
 			return false
 		}
-		if f != "+" && f != ts[i] {
-			return false
+		if !fmore || !tmore {
+			return fmore == tmore || (!tmore && frest == "#")
 		}
+		filter, topic = frest, trest
 	}
-	return len(fs) == len(ts)
 }
-
-// Drop closes the network connection without a DISCONNECT, as a lost link
-// would; the Conn then reconnects by itself. For fault tests.
-func (c *Conn) Drop() { c.cm.TerminateConnectionForTest() }

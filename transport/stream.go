@@ -158,13 +158,17 @@ func (f *Fetcher) Manifest(ctx context.Context, o *Offer) ([]byte, error) {
 	timer := time.NewTimer(f.opts.Timeout)
 	defer timer.Stop()
 	for tries := 0; ; {
+		up := f.reconnected()
 		if err := f.send(ctx, g); err != nil {
 			return nil, fmt.Errorf("fetch manifest of offer %s: %w", o.ID, err)
 		}
-		timer.Reset(f.opts.Timeout)
-		b, err := f.awaitManifest(ctx, o, timer.C)
+		resetTimer(timer, f.opts.Timeout)
+		b, err := f.awaitManifest(ctx, o, timer.C, up)
 		if err != nil || b != nil {
 			return b, err
+		}
+		if up != nil && isClosed(up) {
+			continue // asked again at once after a reconnect, not a retry
 		}
 		tries++
 		f.Stats.Retries.Add(1)
@@ -175,12 +179,14 @@ func (f *Fetcher) Manifest(ctx context.Context, o *Offer) ([]byte, error) {
 }
 
 // awaitManifest returns the manifest bytes, an error, or nil, nil on timeout.
-func (f *Fetcher) awaitManifest(ctx context.Context, o *Offer, timeout <-chan time.Time) ([]byte, error) {
+func (f *Fetcher) awaitManifest(ctx context.Context, o *Offer, timeout <-chan time.Time, up <-chan struct{}) ([]byte, error) {
 	for {
 		select {
 		case <-ctx.Done():
 			return nil, fmt.Errorf("fetch manifest of offer %s: %w", o.ID, ctx.Err())
 		case <-timeout:
+			return nil, nil
+		case <-up:
 			return nil, nil
 		case d := <-f.in:
 			f.Stats.Bytes.Add(uint64(len(d.Bytes)))
@@ -201,6 +207,15 @@ func (f *Fetcher) awaitManifest(ctx context.Context, o *Offer, timeout <-chan ti
 			}
 			return d.Bytes, nil
 		}
+	}
+}
+
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -355,6 +370,17 @@ func (f *Fetcher) fetch(ctx context.Context, r Request) error {
 		return ask(idx)
 	}
 
+	again := func() error {
+		idx := make([]int, 0, len(outstanding))
+		for i := range outstanding {
+			idx = append(idx, i)
+		}
+		slices.Sort(idx)
+		f.log.Debug("re-requesting outstanding chunks", "count", len(idx), "retry", retries)
+		return ask(idx)
+	}
+	up := f.reconnected()
+
 	for left > 0 {
 		if err := fill(); err != nil {
 			return err
@@ -362,19 +388,22 @@ func (f *Fetcher) fetch(ctx context.Context, r Request) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-up:
+			// The link came back: what was in flight when it went down
+			// (requests and answers) may be lost, so ask at once instead
+			// of waiting for the timeout.
+			up = f.reconnected()
+			if err := again(); err != nil {
+				return err
+			}
+			resetTimer(timer, f.opts.Timeout)
 		case <-timer.C:
 			retries++
 			f.Stats.Retries.Add(1)
 			if retries >= f.opts.MaxRetries {
 				return fmt.Errorf("%w: %d requests in a row unanswered, %d chunks missing", ErrGaveUp, retries, left)
 			}
-			idx := make([]int, 0, len(outstanding))
-			for i := range outstanding {
-				idx = append(idx, i)
-			}
-			slices.Sort(idx)
-			f.log.Debug("re-requesting outstanding chunks", "count", len(idx), "retry", retries)
-			if err := ask(idx); err != nil {
+			if err := again(); err != nil {
 				return err
 			}
 			timer.Reset(f.opts.Timeout)
@@ -407,16 +436,29 @@ func (f *Fetcher) fetch(ctx context.Context, r Request) error {
 			left--
 			retries = 0
 			f.Stats.Chunks.Add(1)
-			if !timer.Stop() {
-				select {
-				case <-timer.C:
-				default:
-				}
-			}
-			timer.Reset(f.opts.Timeout)
+			resetTimer(timer, f.opts.Timeout)
 		}
 	}
 	return nil
+}
+
+// reconnected returns a channel closed when the link's connection comes
+// back after a loss, or nil when the link does not tell.
+func (f *Fetcher) reconnected() <-chan struct{} {
+	if r, ok := f.link.(interface{ reconnected() <-chan struct{} }); ok {
+		return r.reconnected()
+	}
+	return nil
+}
+
+func resetTimer(t *time.Timer, d time.Duration) {
+	if !t.Stop() {
+		select {
+		case <-t.C:
+		default:
+		}
+	}
+	t.Reset(d)
 }
 
 func (f *Fetcher) dup(d *Data) {
