@@ -55,3 +55,10 @@ func alignedBuf(n int) ([]byte, func()) {
 	}
 	return b, func() { _ = unix.Munmap(b) }
 }
+
+// openDirectWrite opens path for writing with O_DIRECT (fails on
+// filesystems without it). A block device is already held O_EXCL by the
+// Target's first handle; this one shares that claim.
+func openDirectWrite(path string) (*os.File, error) {
+	return os.OpenFile(path, os.O_WRONLY|unix.O_DIRECT, 0)
+}

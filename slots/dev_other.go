@@ -15,3 +15,5 @@ const directAlign = 4096
 
 func openDirect(path string) (*os.File, error) { return nil, os.ErrInvalid }
 func alignedBuf(n int) ([]byte, func())        { return make([]byte, n), func() {} }
+
+func openDirectWrite(path string) (*os.File, error) { return nil, os.ErrInvalid }

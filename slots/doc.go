@@ -71,24 +71,51 @@
 //     device (see read-back below); a sha256 mismatch is ErrVerify.
 //   - Finish(n, sum): a file slot is truncated to n; then Verify if the
 //     slot's verify is on and sum is set, else Sync.
-//   - Write(ctx, r, size, sum): stream from offset 0 in 4 MiB writes, one
-//     goroutine reading the input and one hashing while the caller writes;
-//     writeback of each 32 MiB is started at once (sync_file_range) so the
-//     final fsync has little left. With read-back on, each window is read
-//     back from the device (after its writeback finished and its cached
-//     pages were dropped) while later windows are still being written; the
-//     rest is read back after the final fsync, all into one sha256. size -1
-//     reads to EOF. Input longer than the slot is ErrTooLarge, shorter than
-//     size ErrShortInput. Without read-back the stream is hashed while it is
-//     written and a sha256 other than sum is ErrDigest; with read-back only
-//     the read-back is hashed (one pass, not two) and any mismatch, of the
-//     input or of the device, is ErrVerify.
+//   - Write(ctx, r, size, sum): stream from offset 0 in 4 MiB blocks, one
+//     goroutine reading the input into page-aligned buffers and one hashing
+//     while the caller writes. Whole blocks are written from those buffers
+//     through a second O_DIRECT handle where the filesystem supports it (no
+//     copy into the page cache, no writeback left for the final fsync);
+//     the short last block, and everything where O_DIRECT is missing
+//     (tmpfs), goes through the page cache, with writeback of each 32 MiB
+//     started at once (sync_file_range) so the final fsync has little left.
+//     With read-back on, each block written with O_DIRECT is read back
+//     right away, and each buffered window once its writeback finished and
+//     its cached pages were dropped, while later blocks are still being
+//     written (one goroutine reading back, one hashing, three 4 MiB buffers
+//     between them for the whole write); the rest is read back after the
+//     final fsync, all into one sha256. size -1 reads to EOF. Input longer
+//     than the slot is ErrTooLarge, shorter than size ErrShortInput.
+//     Without read-back the stream is hashed while it is written and a
+//     sha256 other than sum is ErrDigest; with read-back only the read-back
+//     is hashed (one pass, not two) and any mismatch, of the input or of
+//     the device, is ErrVerify.
 //
 // Read-back reads through a second O_DIRECT handle on the device when the
 // filesystem supports it (page-aligned buffers, whole pages), so the bytes
-// come from the device and not the page cache; elsewhere (tmpfs) it drops
-// the cached pages with posix_fadvise first.
+// come from the device and not the page cache, for block devices and file
+// slots alike (on a file slot, "the device" is the filesystem's blocks: an
+// O_DIRECT read of ext4 reads the disk, after writing back any dirty
+// cached pages of the range); elsewhere (tmpfs) it drops the cached pages
+// with posix_fadvise first, which for tmpfs can only re-read memory.
 //
+// # Write speed and its limits
+//
+// BenchmarkSlotWrite compares Write of 256 MiB (with fsync, with and
+// without read-back) with dd of the same bytes in the same run, the faster
+// of `dd conv=fsync` and `dd oflag=direct conv=fsync`. Either variant of
+// Write hashes every byte once (input or read-back) and a sha256 cannot be
+// split across cores, while dd hashes nothing; so the ratio to dd is at
+// most sha256/dd (reported as hash-ceiling). The read-back also makes the
+// device read every byte after writing it: where the device cannot read
+// and write at full speed at once, the ratio is at most
+// dd / (dd + dd-read) (verify-serial-ceiling). On a 2-core VM with a
+// host-cached virtio disk (dd ≈ 1500 MiB/s with O_DIRECT, sha256 ≈ 1100
+// MiB/s on one core, O_DIRECT read ≈ 1800 MiB/s) these ceilings are about
+// 0.7 and 0.55: the 0.90 goal is reachable only where sha256 is well above
+// the device's write speed (most SD cards, eMMC and USB disks on boards
+// with SHA instructions), not on such a machine.
+
 // # U-Boot environment
 //
 // The binary format is libubootenv's (fw_printenv, fw_setenv):

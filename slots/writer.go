@@ -53,6 +53,10 @@ type Target struct {
 
 	direct   *os.File // O_DIRECT read handle for read-back, opened lazily
 	noDirect bool     // O_DIRECT not supported here
+
+	directW   *os.File // O_DIRECT write handle for Write, opened lazily
+	noDirectW bool     // O_DIRECT writes not supported here
+	scratch   []byte   // aligned copy for mangle on the direct path
 }
 
 // OpenTarget opens the slot for writing after checking, from
@@ -178,7 +182,50 @@ func (t *Target) Close() error {
 	if t.direct != nil {
 		t.direct.Close()
 	}
+	if t.directW != nil {
+		t.directW.Close()
+	}
 	return t.f.Close()
+}
+
+// writer returns the O_DIRECT write handle of the device, or nil where the
+// filesystem has no O_DIRECT (tmpfs on older kernels).
+func (t *Target) writer() *os.File {
+	if t.directW == nil && !t.noDirectW {
+		f, err := openDirectWrite(t.slot.Device)
+		if err != nil {
+			t.noDirectW = true
+		} else {
+			t.directW = f
+		}
+	}
+	return t.directW
+}
+
+// writeBlock writes b at off: whole aligned blocks through dw (O_DIRECT:
+// no copy into the page cache, no writeback left for fsync, on the device
+// when it returns), anything else through the buffered handle. It reports
+// whether the write went direct.
+func (t *Target) writeBlock(dw *os.File, p []byte, off int64) (bool, error) {
+	if dw == nil || off%directAlign != 0 || len(p)%directAlign != 0 || len(p) == 0 {
+		_, err := t.WriteAt(p, off)
+		return false, err
+	}
+	if off+int64(len(p)) > t.size {
+		return false, fmt.Errorf("write slot %s/%s at %d+%d: %w (%d bytes)", t.slot.Class, t.slot.BootName, off, len(p), ErrTooLarge, t.size)
+	}
+	if t.mangle != nil {
+		if len(t.scratch) < len(p) {
+			t.scratch, _ = alignedBuf(writeBuf)
+		}
+		q := t.scratch[:len(p)]
+		copy(q, p)
+		p = t.mangle(q, off)
+	}
+	if _, err := dw.WriteAt(p, off); err != nil {
+		return true, fmt.Errorf("write slot %s/%s: %w", t.slot.Class, t.slot.BootName, err)
+	}
+	return true, nil
 }
 
 // reader returns the file read-back reads from: the device opened again
@@ -281,41 +328,100 @@ func (t *Target) Write(ctx context.Context, r io.Reader, size int64, sum []byte)
 	return t.finish(n, sum, h, verified)
 }
 
-// readback reads written windows back from the device in order, once
-// their writeback completed, into one running sha256.
+// readback reads written windows back from the device in order into one
+// running sha256: one goroutine reads (after waiting for the writeback of
+// a buffered window and dropping its cached pages; a window written with
+// O_DIRECT is on the device already), another hashes, readBufs blocks in
+// flight between them. Both live for the whole write, so a window costs a
+// channel send, not a goroutine or a buffer.
 type readback struct {
 	t       *Target
 	h       hash.Hash
-	done    int64 // bytes read back so far
-	windows chan [2]int64
+	done    int64 // bytes read back and hashed so far
+	windows chan window
 	errc    chan error
+	release []func()
 }
 
+// window is a written range; buffered means written through the page cache.
+type window struct {
+	off, n   int64
+	buffered bool
+}
+
+// readBufs is how many writeBuf buffers the read-back has in flight.
+const readBufs = 3
+
 func newReadback(t *Target) *readback {
-	rb := &readback{t: t, h: sha256.New(), windows: make(chan [2]int64, 64), errc: make(chan error, 1)}
+	rb := &readback{t: t, h: sha256.New(), windows: make(chan window, 1024), errc: make(chan error, 1)}
 	rf, direct := t.reader()
+	type blk struct {
+		buf []byte
+		off int64
+		n   int
+	}
+	free := make(chan []byte, readBufs)
+	for range readBufs {
+		buf, release := alignedBuf(writeBuf)
+		rb.release = append(rb.release, release)
+		free <- buf
+	}
+	full := make(chan blk, readBufs)
+	var rerr error // set before full is closed
 	go func() {
-		var err error
+		defer close(full)
 		for w := range rb.windows {
-			if err != nil {
+			if rerr != nil {
 				continue
 			}
-			off, n := w[0], w[1]
-			waitWriteback(t.f, off, n)
-			dropCache(t.f, off, n)
-			if err = hashRange(rb.h, rf, direct, off, off+n); err == nil {
-				rb.done = off + n
+			if w.buffered {
+				waitWriteback(t.f, w.off, w.n)
+				dropCache(t.f, w.off, w.n)
+			}
+			for off, end := w.off, w.off+w.n; off < end; {
+				buf := <-free
+				need := min(int64(len(buf)), end-off)
+				want := need
+				if direct {
+					want = min(int64(len(buf)), (need+directAlign-1)&^(directAlign-1))
+				}
+				m, err := rf.ReadAt(buf[:want], off)
+				if int64(m) < need {
+					if err == nil || err == io.EOF {
+						err = io.ErrUnexpectedEOF
+					}
+					rerr = fmt.Errorf("read back at %d: %w", off, err)
+					free <- buf
+					break
+				}
+				full <- blk{buf, off, int(need)}
+				off += need
 			}
 		}
-		rb.errc <- err
+	}()
+	go func() {
+		for b := range full {
+			rb.h.Write(b.buf[:b.n])
+			rb.done = b.off + int64(b.n)
+			free <- b.buf
+		}
+		rb.errc <- rerr
 	}()
 	return rb
+}
+
+// add queues a written window; windows must come in order, back to back.
+func (rb *readback) add(off, n int64, buffered bool) {
+	rb.windows <- window{off, n, buffered}
 }
 
 // wait ends the read-back and returns the hash so far and its length.
 func (rb *readback) wait() (hash.Hash, int64, error) {
 	close(rb.windows)
 	err := <-rb.errc
+	for _, rel := range rb.release {
+		rel()
+	}
 	return rb.h, rb.done, err
 }
 
@@ -345,7 +451,9 @@ type block struct {
 func (t *Target) stream(ctx context.Context, r io.Reader, size int64, rb *readback, hashing bool) (int64, []byte, error) {
 	free := make(chan *block, writeBufs)
 	for range writeBufs {
-		free <- &block{buf: make([]byte, writeBuf), hashed: make(chan struct{}, 1)}
+		buf, release := alignedBuf(writeBuf)
+		defer release()
+		free <- &block{buf: buf, hashed: make(chan struct{}, 1)}
 	}
 	full := make(chan *block, writeBufs) // never blocks: holds every block
 	stop := make(chan struct{})
@@ -405,27 +513,37 @@ func (t *Target) stream(ctx context.Context, r io.Reader, size int64, rb *readba
 	}
 	defer endHash()
 
+	// Whole blocks go to the device with O_DIRECT where it is available;
+	// the rest (a short last block, or everything where O_DIRECT is not
+	// supported) goes through the page cache with early writeback.
+	dw := t.writer()
 	var written, kicked int64
-	var queued [][2]int64 // windows whose writeback was started
+	var queued [][2]int64 // buffered windows whose writeback was started
 	for b := range full {
 		if err := ctx.Err(); err != nil {
 			return written, nil, err
 		}
 		toHash <- b
-		_, werr := t.WriteAt(b.buf[:b.n], b.off)
+		direct, werr := t.writeBlock(dw, b.buf[:b.n], b.off)
 		<-b.hashed
 		if werr != nil {
 			return written, nil, werr
 		}
 		written += int64(b.n)
-		if written-kicked >= writebackWin {
+		if direct && kicked == b.off {
+			// On the device already: read it back at once.
+			kicked = written
+			if rb != nil {
+				rb.add(b.off, int64(b.n), false)
+			}
+		} else if written-kicked >= writebackWin {
 			startWriteback(t.f, kicked, written-kicked)
 			queued = append(queued, [2]int64{kicked, written - kicked})
 			kicked = written
 			// Read back the window before last: its writeback has had a
 			// window's time to finish, so waiting for it rarely blocks.
 			if rb != nil && len(queued) > 1 {
-				rb.windows <- queued[0]
+				rb.add(queued[0][0], queued[0][1], true)
 				queued = queued[1:]
 			}
 		}
