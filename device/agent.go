@@ -46,6 +46,9 @@ type AgentOptions struct {
 	Hostname func() (string, error)
 	// Metrics, when set, counts the connection's messages.
 	Metrics *transport.Metrics
+	// Progress, when set, is called after every chunk written (fetched or
+	// copied from the active slot), on the fetching goroutine.
+	Progress func(offer, component string, done, total int)
 }
 
 // Agent connects the engine to a hub: it reports the inventory (Hello),
@@ -489,6 +492,9 @@ func (a *Agent) runJob(ctx context.Context, o *transport.Offer, rec *offerRecord
 		pr := &progressCounter{d: d, comp: i, every: a.cfg.ProgressEvery, fn: func(done, total int) {
 			a.status(ctx, rec, transport.Status{State: Downloading.String(), Component: c.Name, Done: uint32(done), Total: uint32(total)})
 		}}
+		if a.o.Progress != nil {
+			pr.each = func(done, total int) { a.o.Progress(o.ID, c.Name, done, total) }
+		}
 		req := transport.Request{Offer: o.ID, Digest: o.Digest, Index: i, Comp: c, Sink: d.Sink(i), Done: pr}
 		if l := d.Local(i); l != nil {
 			req.Local = l
@@ -699,6 +705,7 @@ type progressCounter struct {
 	every int
 	n     int
 	fn    func(done, total int)
+	each  func(done, total int)
 }
 
 func (p *progressCounter) Done(comp, idx int) bool { return p.d.Done(comp, idx) }
@@ -708,6 +715,9 @@ func (p *progressCounter) MarkDone(comp, idx int) error {
 		return err
 	}
 	p.n++
+	if p.each != nil {
+		p.each(p.d.Count(comp))
+	}
 	if p.n%p.every == 0 {
 		p.fn(p.d.Count(comp))
 	}

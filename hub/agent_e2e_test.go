@@ -1,0 +1,524 @@
+package hub_test
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/autopatcher/autopatcher/bundle"
+	"github.com/autopatcher/autopatcher/device"
+	"github.com/autopatcher/autopatcher/hub"
+	"github.com/autopatcher/autopatcher/hub/hubtest"
+	"github.com/autopatcher/autopatcher/slots/sim"
+	"github.com/autopatcher/autopatcher/transport"
+)
+
+// The tests here run the real device agent (device.Agent: manifest, Prepare,
+// chunk fetch straight into the slot, Finish, reboot per policy, reports)
+// against the real hub with its embedded broker, on the simulator board.
+
+const agentWindow = 8
+
+// fleet is one hub whose data dir and MQTT address survive a restart.
+type fleet struct {
+	t    *testing.T
+	dir  string
+	addr string
+	key  string // vendor public key PEM path
+	mu   sync.Mutex
+	s    *hub.Server
+	sent atomic.Uint64 // chunks sent by hubs already stopped
+}
+
+func startFleet(t *testing.T, vendorKey string) *fleet {
+	f := &fleet{t: t, dir: t.TempDir(), addr: "127.0.0.1:0", key: vendorKey}
+	f.start()
+	f.addr = f.server().MQTTAddr()
+	t.Cleanup(func() { f.server().Close() })
+	return f
+}
+
+func (f *fleet) start() {
+	var cfg hub.Config
+	cfg.Data = f.dir
+	cfg.HTTP.Addr = "127.0.0.1:0"
+	cfg.MQTT.Addr = f.addr
+	cfg.VendorKeys = []string{f.key}
+	cfg.Tokens = []hub.TokenConfig{{Name: "oscar", Role: hub.RoleOperator, Token: hubtest.OperatorToken}}
+	var s *hub.Server
+	var err error
+	for range 50 { // the port of the stopped hub may take a moment to free
+		if s, err = hub.Start(context.Background(), cfg, discard()); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		f.t.Fatalf("start hub: %v", err)
+	}
+	f.mu.Lock()
+	f.s = s
+	f.mu.Unlock()
+}
+
+func (f *fleet) server() *hub.Server {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.s
+}
+
+// restart stops the hub (and its broker) and starts it again on the same data.
+func (f *fleet) restart() {
+	s := f.server()
+	f.sent.Add(s.Hub.Chunks.Stats.Chunks.Load())
+	s.Close()
+	f.start()
+}
+
+// chunksSent is how many chunks all the hub instances handed to the broker.
+func (f *fleet) chunksSent() uint64 {
+	return f.sent.Load() + f.server().Hub.Chunks.Stats.Chunks.Load()
+}
+
+// board is a simulated board whose reboots are counted across goroutines.
+type board struct {
+	*simBoard
+	reboots atomic.Int64
+}
+
+type boardRebooter struct{ b *board }
+
+func (r boardRebooter) Reboot(context.Context) error { r.b.reboots.Add(1); return nil }
+
+func newBoard(t *testing.T, trust *bundle.Trust) *board {
+	return &board{simBoard: newSimBoard(t, trust)}
+}
+
+// engine is the daemon's engine as it starts after a (simulated) boot.
+func (b *board) engine() *device.Engine {
+	e, err := device.New(b.cfg, device.Options{
+		Slots: b.slots, Bootloader: b.boot, Rebooter: boardRebooter{b}, Health: b.health, Trust: b.trust,
+		BootID: func() (string, error) {
+			boots, err := b.boot.Boots()
+			if err != nil || len(boots) == 0 {
+				return "0", err
+			}
+			return strconv.Itoa(boots[len(boots)-1].N), nil
+		},
+	})
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	return e
+}
+
+// daemon is the agent of a board as autopatchd runs it after each boot.
+type daemon struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+	agent  *device.Agent
+}
+
+func (d *daemon) stop() {
+	d.cancel()
+	<-d.done
+}
+
+func (b *board) hubConfig(f *fleet, id string) device.HubConfig {
+	pw := filepath.Join(b.dir, "hub-password")
+	if err := os.WriteFile(pw, []byte("secret-"+id+"\n"), 0o600); err != nil {
+		b.t.Fatal(err)
+	}
+	h := device.DefaultConfig().Hub
+	h.Servers = []string{"mqtt://" + f.addr}
+	h.DeviceID, h.PasswordFile, h.AllowPlain = id, pw, true
+	h.Window, h.ChunkTimeout, h.Poll, h.ProgressEvery = agentWindow, device.Duration(time.Second), device.Duration(50*time.Millisecond), 16
+	return h
+}
+
+// runDaemon boots the daemon's agent with e; progress sees every chunk.
+func (b *board) runDaemon(f *fleet, id string, e *device.Engine, progress func(offer, comp string, done, total int)) *daemon {
+	b.t.Helper()
+	log := discard()
+	if testing.Verbose() {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("board", id)
+	}
+	a, err := device.NewAgent(e, b.hubConfig(f, id), device.AgentOptions{Logger: log, Version: "test", Progress: progress})
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	d := &daemon{cancel: cancel, done: make(chan struct{}), agent: a}
+	go func() {
+		defer close(d.done)
+		if err := a.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			b.t.Errorf("agent: %v", err)
+		}
+	}()
+	b.t.Cleanup(d.stop)
+	return d
+}
+
+// reboot power-cycles the board and runs the daemon's boot work (ConfirmBoot,
+// Resume: the trial and its commit or rollback); it returns the new engine.
+func (b *board) reboot(ctx context.Context) (*device.Engine, string) {
+	b.t.Helper()
+	if _, err := b.boot.RebootWith(sim.Default); err != nil {
+		b.t.Fatal(err)
+	}
+	e := b.engine()
+	if err := e.ConfirmBoot(ctx); err != nil {
+		b.t.Fatal(err)
+	}
+	state, err := e.Resume(ctx)
+	if err != nil {
+		b.t.Fatalf("Resume: %v", err)
+	}
+	return e, state
+}
+
+// compressible is a payload zstd shrinks: random blocks between runs of text.
+func compressible(seed uint64, n int) []byte {
+	var out []byte
+	r := hubtest.Payload(seed, n)
+	for len(out) < n {
+		out = append(out, r[len(out):len(out)+min(4096, n-len(out))]...)
+		out = append(out, bytes.Repeat([]byte("autopatcher "), 1000)...)
+	}
+	return out[:n]
+}
+
+func buildBundle(t *testing.T, key crypto.Signer, version string, secver uint64, comp bundle.Compression, img []byte) []byte {
+	t.Helper()
+	m := &bundle.Manifest{Name: "os", Version: version, SecurityVersion: secver, Compatible: []string{"sim"},
+		Created: time.Now().Unix() - 60, Severity: bundle.SeveritySecurity,
+		Components: []bundle.Component{{Name: "rootfs", Kind: bundle.KindImage, Slot: "rootfs", Version: version, Compression: comp}}}
+	var apb bytes.Buffer
+	if err := bundle.Build(context.Background(), &apb, m, []io.Reader{bytes.NewReader(img)}, []crypto.Signer{key}, bundle.BuildOptions{TempDir: t.TempDir()}); err != nil {
+		t.Fatal(err)
+	}
+	return apb.Bytes()
+}
+
+// upload stores a bundle on the hub and returns its verified manifest.
+func upload(t *testing.T, s *hub.Server, apb []byte, trust *bundle.Trust) *bundle.Manifest {
+	t.Helper()
+	if _, _, err := s.Hub.Upload(context.Background(), "oscar", bytes.NewReader(apb), 0); err != nil {
+		t.Fatal(err)
+	}
+	br, err := bundle.Open(bytes.NewReader(apb), trust)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return br.Manifest()
+}
+
+func accept(t *testing.T, s *hub.Server, id string) {
+	t.Helper()
+	ctx := context.Background()
+	waitFor(t, id+" registered", func() bool { _, err := s.Hub.Store().Device(ctx, id); return err == nil })
+	if err := s.Hub.SetStatus(ctx, "oscar", id, hub.StatusAccepted); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func steps(t *testing.T, s *hub.Server, depID int64) string {
+	t.Helper()
+	ctx := context.Background()
+	waitFor(t, "deployment to finish", func() bool {
+		d, err := s.Hub.Store().Deployment(ctx, depID)
+		return err == nil && hub.Final(d.State)
+	})
+	d, _ := s.Hub.Store().Deployment(ctx, depID)
+	var out []string
+	for _, st := range d.Steps {
+		out = append(out, st.State)
+	}
+	return strings.Join(out, " ")
+}
+
+func waitReboots(t *testing.T, b *board, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if b.reboots.Load() >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for reboot %d", n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func slotHolds(t *testing.T, b *board, slot string, img []byte) {
+	t.Helper()
+	got, err := os.ReadFile(filepath.Join(b.dir, "rootfs-"+slot+".img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, img) {
+		t.Errorf("slot %s holds %d bytes (sha %x), want the deployed image (%d bytes, sha %x)", slot, len(got), sha256.Sum256(got), len(img), sha256.Sum256(img))
+	}
+}
+
+// deployAndCommit takes a board from an offer to the committed update: the
+// agent downloads and installs, the board reboots into the trial, commits,
+// and the next daemon reports the result. fault, when set, runs once when
+// about a third of the chunks are written.
+func deployAndCommit(t *testing.T, f *fleet, b *board, id, version string, fault func(d **daemon, e **device.Engine)) (steps_ string, want string) {
+	t.Helper()
+	ctx := context.Background()
+	e := b.engine()
+	var d *daemon
+	var once sync.Once
+	var progress func(offer, comp string, done, total int)
+	if fault != nil {
+		progress = func(_, _ string, done, total int) {
+			if done >= total/3 {
+				once.Do(func() { fault(&d, &e) })
+			}
+		}
+	}
+	d = b.runDaemon(f, id, e, progress)
+	dep, err := f.server().Hub.Deploy(ctx, "oscar", "os", version, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitReboots(t, b, b.reboots.Load()+1)
+	d.stop()
+	e, state := b.reboot(ctx)
+	if state != device.Committed.String() {
+		t.Fatalf("after the reboot the engine is %q, want committed", state)
+	}
+	last := b.runDaemon(f, id, e, nil)
+	defer last.stop()
+	return steps(t, f.server(), dep.ID), "offered downloading installing rebooting committed succeeded"
+}
+
+func TestAgentDeploy(t *testing.T) {
+	for _, comp := range []bundle.Compression{bundle.CompressionNone, bundle.CompressionZstd} {
+		t.Run(string(comp), func(t *testing.T) {
+			key, vpub, pub := hubtest.Key(t)
+			trust := &bundle.Trust{Keys: []bundle.PublicKey{vpub}}
+			f := startFleet(t, pub)
+			img := compressible(21, 3<<20)
+			m := upload(t, f.server(), buildBundle(t, key, "1.1.0", 2, comp, img), trust)
+			b := newBoard(t, trust)
+			first := b.runDaemon(f, "sim-1", b.engine(), nil) // first contact: pending
+			accept(t, f.server(), "sim-1")
+			first.stop()
+
+			got, want := deployAndCommit(t, f, b, "sim-1", "1.1.0", nil)
+			if got != want {
+				t.Errorf("hub recorded %q, want %q", got, want)
+			}
+			slotHolds(t, b, "b", img)
+			if sent, n := f.chunksSent(), uint64(len(m.Components[0].Chunks)); sent != n {
+				t.Errorf("hub sent %d chunks, the image has %d", sent, n)
+			}
+			ctx := context.Background()
+			waitFor(t, "inventory after the update", func() bool {
+				d, err := f.server().Hub.Store().Device(ctx, "sim-1")
+				return err == nil && d.Inventory.Booted == "B" && d.Inventory.Components["rootfs"] == "1.1.0"
+			})
+		})
+	}
+}
+
+// TestAgentResume cuts a transfer at a third and checks that the update
+// completes and that the hub sent at most one window of chunks twice.
+func TestAgentResume(t *testing.T) {
+	tests := []struct {
+		name  string
+		fault func(f *fleet, b *board) func(d **daemon, e **device.Engine)
+	}{
+		{"disconnect", func(f *fleet, b *board) func(**daemon, **device.Engine) {
+			return func(**daemon, **device.Engine) { f.server().Broker.Kick("sim-1") }
+		}},
+		{"hub and broker restart", func(f *fleet, b *board) func(**daemon, **device.Engine) {
+			return func(**daemon, **device.Engine) { f.restart() }
+		}},
+		{"daemon restart", func(f *fleet, b *board) func(**daemon, **device.Engine) {
+			return func(d **daemon, e **device.Engine) {
+				// On the fetching goroutine: stop the daemon from another one,
+				// then start a new engine and agent on the same data dir.
+				old := *d
+				go func() {
+					old.cancel()
+					<-old.done
+					*e = b.engine()
+					*d = b.runDaemon(f, "sim-1", *e, nil)
+				}()
+			}
+		}},
+		{"board reboot", func(f *fleet, b *board) func(**daemon, **device.Engine) {
+			return func(d **daemon, e **device.Engine) {
+				old := *d
+				go func() {
+					old.cancel()
+					<-old.done
+					if _, err := b.boot.RebootWith(sim.Default); err != nil {
+						b.t.Error(err)
+					}
+					ne := b.engine()
+					if err := ne.ConfirmBoot(context.Background()); err != nil {
+						b.t.Error(err)
+					}
+					if st, err := ne.Resume(context.Background()); err != nil || st != device.Downloading.String() {
+						b.t.Errorf("after a reboot mid-download Resume = %q, %v; want downloading", st, err)
+					}
+					*e = ne
+					*d = b.runDaemon(f, "sim-1", ne, nil)
+				}()
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			key, vpub, pub := hubtest.Key(t)
+			trust := &bundle.Trust{Keys: []bundle.PublicKey{vpub}}
+			f := startFleet(t, pub)
+			img := hubtest.Payload(31, 4<<20)
+			m := upload(t, f.server(), buildBundle(t, key, "1.1.0", 2, bundle.CompressionNone, img), trust)
+			b := newBoard(t, trust)
+			first := b.runDaemon(f, "sim-1", b.engine(), nil) // first contact: pending
+			accept(t, f.server(), "sim-1")
+			first.stop()
+
+			got, want := deployAndCommit(t, f, b, "sim-1", "1.1.0", tt.fault(f, b))
+			if got != want {
+				t.Errorf("hub recorded %q, want %q", got, want)
+			}
+			slotHolds(t, b, "b", img)
+			n := uint64(len(m.Components[0].Chunks))
+			sent := f.chunksSent()
+			t.Logf("%d chunks, hub sent %d", n, sent)
+			if sent < n || sent-n > agentWindow {
+				t.Errorf("hub sent %d chunks for %d: %d twice, want at most one window (%d)", sent, n, sent-n, agentWindow)
+			}
+		})
+	}
+}
+
+// TestAgentDelta: after a first update, a second image that differs in a few
+// places downloads only the chunks the active slot does not hold.
+func TestAgentDelta(t *testing.T) {
+	key, vpub, pub := hubtest.Key(t)
+	trust := &bundle.Trust{Keys: []bundle.PublicKey{vpub}}
+	f := startFleet(t, pub)
+	img1 := hubtest.Payload(41, 4<<20)
+	img2 := bytes.Clone(img1)
+	for _, off := range []int{100 << 10, 1 << 20, 3<<20 + 12345} {
+		copy(img2[off:], []byte("a few changed bytes"))
+	}
+	m1 := upload(t, f.server(), buildBundle(t, key, "1.1.0", 2, bundle.CompressionNone, img1), trust)
+	m2 := upload(t, f.server(), buildBundle(t, key, "1.2.0", 2, bundle.CompressionNone, img2), trust)
+	b := newBoard(t, trust)
+	first := b.runDaemon(f, "sim-1", b.engine(), nil) // first contact: pending
+	accept(t, f.server(), "sim-1")
+	first.stop()
+	if got, want := deployAndCommit(t, f, b, "sim-1", "1.1.0", nil); got != want {
+		t.Fatalf("first update: hub recorded %q, want %q", got, want)
+	}
+	old := map[[32]byte]bool{}
+	for _, c := range m1.Components[0].Chunks {
+		old[[32]byte(c.SHA256)] = true
+	}
+	var changed, changedBytes uint64
+	seen := map[[32]byte]bool{}
+	for _, c := range m2.Components[0].Chunks {
+		h := [32]byte(c.SHA256)
+		if !old[h] && !seen[h] {
+			changed++
+			changedBytes += uint64(c.StoredLength)
+		}
+		seen[h] = true
+	}
+	if changed == 0 || changed > 6 {
+		t.Fatalf("the second image changes %d chunks; the test wants a few", changed)
+	}
+	before := f.chunksSent()
+	bytesBefore := f.server().Hub.Chunks.Stats.Bytes.Load()
+	if got, want := deployAndCommit(t, f, b, "sim-1", "1.2.0", nil); got != want {
+		t.Errorf("second update: hub recorded %q, want %q", got, want)
+	}
+	slotHolds(t, b, "a", img2)
+	sent := f.chunksSent() - before
+	manifestBytes := uint64(0)
+	// The hub's byte counter includes the signed manifest, fetched once.
+	if sent != changed {
+		t.Errorf("delta update: hub sent %d chunks, want the %d changed ones", sent, changed)
+	}
+	wire := f.server().Hub.Chunks.Stats.Bytes.Load() - bytesBefore - manifestBytes
+	t.Logf("delta: %d of %d chunks changed; %d bytes on the wire (manifest included) for a %d-byte image", changed, len(m2.Components[0].Chunks), wire, len(img2))
+	if wire >= uint64(len(img2))/4 {
+		t.Errorf("delta update moved %d bytes for a %d-byte image with %d changed chunks (%d bytes)", wire, len(img2), changed, changedBytes)
+	}
+}
+
+// TestAgentOtherDevicesOffer: device A never sees device B's offer and the
+// hub refuses A's requests for it.
+func TestAgentOtherDevicesOffer(t *testing.T) {
+	ctx := context.Background()
+	key, vpub, pub := hubtest.Key(t)
+	trust := &bundle.Trust{Keys: []bundle.PublicKey{vpub}}
+	f := startFleet(t, pub)
+	upload(t, f.server(), buildBundle(t, key, "1.1.0", 2, bundle.CompressionNone, hubtest.Payload(51, 256<<10)), trust)
+	ba, bb := newBoard(t, trust), newBoard(t, trust)
+	fa, fb := ba.runDaemon(f, "sim-a", ba.engine(), nil), bb.runDaemon(f, "sim-b", bb.engine(), nil)
+	accept(t, f.server(), "sim-a")
+	accept(t, f.server(), "sim-b")
+	fa.stop()
+	fb.stop()
+	dep, err := f.server().Hub.Deploy(ctx, "oscar", "os", "1.1.0", "sim-b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ea := ba.engine()
+	da := ba.runDaemon(f, "sim-a", ea, nil)
+
+	// A raw connection as sim-a: subscribing to sim-b's offer is refused or silent.
+	conn, err := transport.Dial(ctx, transport.Config{Servers: []string{"mqtt://" + f.addr}, AllowPlain: true,
+		ClientID: "sim-a", Username: "sim-a", Password: []byte("secret-sim-a"), Logger: discard()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	got := make(chan transport.Message, 1)
+	topic, _ := transport.Topic("sim-b", transport.ChOffer)
+	_ = conn.Subscribe(topic, func(_ string, m transport.Message) { got <- m })
+	fetch, err := transport.NewFetcher(conn, "sim-a", transport.FetchOptions{Timeout: time.Second, MaxRetries: 2, Logger: discard()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	offerID := "dep-" + strconv.FormatInt(dep.ID, 10)
+	_, err = fetch.Manifest(ctx, &transport.Offer{ID: offerID})
+	if !errors.Is(err, transport.ErrRefused) || !strings.Contains(err.Error(), string(transport.KindNotOffered)) {
+		t.Errorf("sim-a fetching sim-b's manifest: %v, want not-offered", err)
+	}
+	select {
+	case m := <-got:
+		t.Errorf("sim-a received sim-b's offer: %+v", m)
+	case <-time.After(500 * time.Millisecond):
+	}
+	da.stop()
+	if st, _ := ea.Status(); st.State != device.Idle || st.Bundle != nil {
+		t.Errorf("sim-a engine = %s, want idle with nothing under way", st.State)
+	}
+	if n := ba.reboots.Load(); n != 0 {
+		t.Errorf("sim-a rebooted %d times", n)
+	}
+}
