@@ -487,8 +487,6 @@ func TestAgentOtherDevicesOffer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ea := ba.engine()
-	da := ba.runDaemon(f, "sim-a", ea, nil)
 
 	// A raw connection as sim-a: subscribing to sim-b's offer is refused or silent.
 	conn, err := transport.Dial(ctx, transport.Config{Servers: []string{"mqtt://" + f.addr}, AllowPlain: true,
@@ -514,6 +512,11 @@ func TestAgentOtherDevicesOffer(t *testing.T) {
 		t.Errorf("sim-a received sim-b's offer: %+v", m)
 	case <-time.After(500 * time.Millisecond):
 	}
+	conn.Close()
+	// sim-a's own daemon finds nothing to do.
+	ea := ba.engine()
+	da := ba.runDaemon(f, "sim-a", ea, nil)
+	time.Sleep(300 * time.Millisecond)
 	da.stop()
 	if st, _ := ea.Status(); st.State != device.Idle || st.Bundle != nil {
 		t.Errorf("sim-a engine = %s, want idle with nothing under way", st.State)
