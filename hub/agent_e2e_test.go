@@ -6,9 +6,11 @@ import (
 	"crypto"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -524,4 +526,140 @@ func TestAgentOtherDevicesOffer(t *testing.T) {
 	if n := ba.reboots.Load(); n != 0 {
 		t.Errorf("sim-a rebooted %d times", n)
 	}
+}
+
+// TestAgentProcessMosquitto: the built autopatchd binary runs `run` on a
+// simulated board against Debian's mosquitto, the hub connected to the same
+// broker (external-broker mode): deploy → download → install → simulated
+// reboot → trial → commit, all reported.
+func TestAgentProcessMosquitto(t *testing.T) {
+	ctx := context.Background()
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("go toolchain needed to build autopatchd")
+		}
+		t.Skip("go not in PATH; cannot build autopatchd")
+	}
+	url := hubtest.Mosquitto(t, "../docs/mosquitto/acl", map[string]string{
+		transport.Hub: "hub-secret", "sim-p": "secret-sim-p",
+	})
+	key, vpub, pub := hubtest.Key(t)
+	trust := &bundle.Trust{Keys: []bundle.PublicKey{vpub}}
+	s := hubtest.Start(t, pub, func(c *hub.Config) {
+		c.MQTT.Broker = url
+		c.MQTT.HubPassword = "hub-secret"
+	})
+	img := compressible(61, 2<<20)
+	upload(t, s, buildBundle(t, key, "1.1.0", 2, bundle.CompressionZstd, img), trust)
+
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "autopatchd")
+	if out, err := exec.Command(gobin, "build", "-o", bin, "../cmd/autopatchd").CombinedOutput(); err != nil {
+		t.Fatalf("build autopatchd: %v\n%s", err, out)
+	}
+	if _, err := sim.New(filepath.Join(dir, "sim")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "rootfs-a.img"), bytes.Repeat([]byte("factory "), 4096), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	write := func(name, text string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	write("slots.yaml", fmt.Sprintf(`bootloader:
+  type: sim
+  sim: {dir: %[1]s/sim}
+slots:
+  rootfs:
+    a: {device: %[1]s/rootfs-a.img, type: file, size: 64M}
+    b: {device: %[1]s/rootfs-b.img, type: file, size: 64M}
+`, dir))
+	write("password", "secret-sim-p\n")
+	for _, d := range []string{"data", "hooks", "health.d", "root"} {
+		os.MkdirAll(filepath.Join(dir, d), 0o755)
+	}
+	cfg := write("device.yaml", fmt.Sprintf(`data_dir: %[1]s/data
+slots: %[1]s/slots.yaml
+hardware_id: sim
+file_root: %[1]s/root
+trust: {keys: [%[2]s]}
+health: {dir: %[1]s/health.d, deadline: 10s}
+watchdog: {device: ""}
+hooks: {dir: %[1]s/hooks}
+hub:
+  servers: [%[3]s]
+  device_id: sim-p
+  password_file: %[1]s/password
+  allow_plain: true
+  chunk_timeout: 2s
+  poll: 100ms
+`, dir, pub, url))
+
+	var logs bytes.Buffer
+	var logMu sync.Mutex
+	cmd := exec.Command(bin, "-c", cfg, "-log-level", "debug", "run")
+	cmd.Stdout = &lockedWriter{w: &logs, mu: &logMu}
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-exited
+		}
+		if t.Failed() {
+			logMu.Lock()
+			t.Logf("autopatchd output:\n%s", logs.String())
+			logMu.Unlock()
+		}
+	}()
+
+	waitFor(t, "sim-p registered", func() bool { _, err := s.Hub.Store().Device(ctx, "sim-p"); return err == nil })
+	if err := s.Hub.SetStatus(ctx, "oscar", "sim-p", hub.StatusAccepted); err != nil {
+		t.Fatal(err)
+	}
+	dep, err := s.Hub.Deploy(ctx, "oscar", "os", "1.1.0", "sim-p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		d, err := s.Hub.Store().Deployment(ctx, dep.ID)
+		if err == nil && hub.Final(d.State) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("deployment not finished: %+v", d)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got, want := steps(t, s, dep.ID), "offered downloading installing rebooting committed succeeded"; got != want {
+		t.Errorf("hub recorded %q, want %q", got, want)
+	}
+	got, err := os.ReadFile(filepath.Join(dir, "rootfs-b.img"))
+	if err != nil || !bytes.Equal(got, img) {
+		t.Errorf("slot B does not hold the deployed image (%v)", err)
+	}
+}
+
+type lockedWriter struct {
+	w  io.Writer
+	mu *sync.Mutex
+}
+
+func (l *lockedWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(b)
 }

@@ -72,7 +72,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		// garbage of a long install from growing the heap.
 		debug.SetMemoryLimit(memoryLimit)
 	}
-	e, err := newEngine(cfg, *cfgPath, log)
+	e, err := newEngine(cfg, *cfgPath, log, cmd == "run")
 	if err != nil {
 		return err
 	}
@@ -103,7 +103,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return fmt.Errorf("%w: unknown command %q", errUsage, cmd)
 }
 
-func newEngine(cfg *device.Config, cfgPath string, log *slog.Logger) (*device.Engine, error) {
+func newEngine(cfg *device.Config, cfgPath string, log *slog.Logger, daemon bool) (*device.Engine, error) {
 	sc, err := slots.LoadConfig(cfg.Slots)
 	if err != nil {
 		return nil, err
@@ -122,17 +122,42 @@ func newEngine(cfg *device.Config, cfgPath string, log *slog.Logger) (*device.En
 			}
 			return strconv.Itoa(boots[len(boots)-1].N), nil
 		}
-		o.Rebooter = simRebooter{s}
+		r := &simRebooter{s: s, log: log}
+		o.Rebooter = r
+		e, err := device.New(cfg, o)
+		if daemon {
+			r.e = e
+		}
+		return e, err
 	}
 	return device.New(cfg, o)
 }
 
-// simRebooter power-cycles a simulated board.
-type simRebooter struct{ s *sim.Bootloader }
+// simRebooter power-cycles a simulated board. The daemon keeps running, so
+// it then does what a daemon starting on the new boot does: ConfirmBoot and
+// Resume (the trial), once the engine's lock is free.
+type simRebooter struct {
+	s   *sim.Bootloader
+	e   *device.Engine
+	log *slog.Logger
+}
 
-func (r simRebooter) Reboot(context.Context) error {
-	_, err := r.s.Reboot()
-	return err
+func (r *simRebooter) Reboot(context.Context) error {
+	if _, err := r.s.Reboot(); err != nil {
+		return err
+	}
+	if r.e != nil {
+		go func() {
+			ctx := context.Background()
+			if err := r.e.ConfirmBoot(ctx); err != nil {
+				r.log.Error("confirm boot", "err", err)
+			}
+			if _, err := r.e.Resume(ctx); err != nil {
+				r.log.Error("update engine", "err", err)
+			}
+		}()
+	}
+	return nil
 }
 
 func runDaemon(ctx context.Context, e *device.Engine, cfg *device.Config, log *slog.Logger) error {
