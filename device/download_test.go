@@ -2,9 +2,9 @@ package device
 
 import (
 	"bytes"
+	"context"
 	"crypto"
 	"encoding/binary"
-	"context"
 	"errors"
 	"os"
 	"path/filepath"
