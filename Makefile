@@ -50,5 +50,8 @@ e2e: ## boot the armv7 target under QEMU (real U-Boot, kernel, watchdog) and run
 	@e2e/fetch.sh
 	$(GO) test -tags e2e -count=1 -v -timeout 15m ./e2e/
 
+demo: ## a whole fleet update on this machine: vendor bundle, hub, three devices on simulated A/B boards
+	@scripts/demo
+
 clean: ## remove build output
 	rm -rf $(BIN)
