@@ -104,7 +104,12 @@ func (failHealth) Run(context.Context) error {
 
 type rebootRecorder struct{ r *rig }
 
-func (f rebootRecorder) Reboot(context.Context) error { f.r.reboots++; return nil }
+func (f rebootRecorder) Reboot(context.Context) error {
+	f.r.mu.Lock()
+	defer f.r.mu.Unlock()
+	f.r.reboots++
+	return nil
+}
 
 // engine is the daemon as it starts after a (simulated) boot.
 func (r *rig) engine() *Engine {
