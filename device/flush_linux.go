@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -117,6 +118,8 @@ type directWriter struct {
 	done    chan struct{}
 	release []func()
 
+	pending sync.WaitGroup // buffers handed to the goroutine, not yet written
+
 	mu  sync.Mutex
 	err error // first write error of the goroutine
 }
@@ -162,6 +165,7 @@ func (w *directWriter) run() {
 			}
 		}
 		w.free <- blk.b[:cap(blk.b)]
+		w.pending.Done()
 	}
 }
 
@@ -184,17 +188,97 @@ func (w *directWriter) Write(b []byte) (int, error) {
 		return 0, err
 	}
 	total := len(b)
+	if len(b) >= 2*directAlign && w.inPlace(b) {
+		if err := w.writeInPlace(b); err != nil {
+			w.fail(err)
+			return 0, err
+		}
+		return total, nil
+	}
 	for len(b) > 0 {
 		c := copy(w.cur[w.n:], b)
 		w.n += c
 		b = b[c:]
 		if w.n == len(w.cur) {
-			w.full <- dblock{w.cur, w.off}
-			w.off += int64(w.n)
-			w.cur, w.n = <-w.free, 0
+			w.queue()
 		}
 	}
 	return total, nil
+}
+
+// queue hands the full staging buffer to the writing goroutine.
+func (w *directWriter) queue() {
+	w.pending.Add(1)
+	w.full <- dblock{w.cur[:w.n], w.off}
+	w.off += int64(w.n)
+	w.cur, w.n = <-w.free, 0
+}
+
+// inPlace tells whether b lies in memory as its bytes lie in the file
+// (address ≡ file offset modulo directAlign): the chunk pipeline reads
+// batches of raw chunks that way, so their whole pages can be written
+// straight from the batch buffer.
+func (w *directWriter) inPlace(b []byte) bool {
+	pos := w.off + int64(w.n)
+	return (int64(uintptr(unsafe.Pointer(&b[0])))-pos)%directAlign == 0
+}
+
+// writeInPlace writes b without copying its whole pages: the staging
+// buffer is completed up to the next page boundary with b's head, and
+// written together with b's whole pages in one pwritev (after anything
+// queued before); b's tail starts the staging buffer again.
+func (w *directWriter) writeInPlace(b []byte) error {
+	pos := w.off + int64(w.n)
+	head := int((directAlign - pos%directAlign) % directAlign)
+	if w.n+head >= len(w.cur) { // the page ends the staging buffer: fill and send it
+		c := copy(w.cur[w.n:], b)
+		w.n += c
+		b = b[c:]
+		w.queue()
+		head = 0
+	}
+	w.n += copy(w.cur[w.n:], b[:head])
+	b = b[head:]
+	mid := len(b) &^ (directAlign - 1)
+	w.pending.Wait() // the goroutine's writes come first, for flushed's order
+	if err := w.failed(); err != nil {
+		return err
+	}
+	iov := [][]byte{b[:mid]}
+	if w.n > 0 {
+		iov = [][]byte{w.cur[:w.n], b[:mid]}
+	}
+	n := w.n + mid
+	for done := 0; done < n; {
+		m, err := unix.Pwritev(int(w.d.Fd()), iov, w.off+int64(done))
+		if err != nil {
+			return fmt.Errorf("write slot at %d: %w", w.off+int64(done), err)
+		}
+		if m == 0 {
+			return fmt.Errorf("write slot at %d: %w", w.off+int64(done), io.ErrShortWrite)
+		}
+		done += m
+		iov = advance(iov, m)
+	}
+	if w.flushed != nil && n > 0 {
+		w.flushed(w.off, int64(n))
+	}
+	w.off += int64(n)
+	w.n = copy(w.cur, b[mid:])
+	return nil
+}
+
+// advance drops the first m bytes of iov.
+func advance(iov [][]byte, m int) [][]byte {
+	for m > 0 && len(iov) > 0 {
+		if m < len(iov[0]) {
+			iov[0] = iov[0][m:]
+			return iov
+		}
+		m -= len(iov[0])
+		iov = iov[1:]
+	}
+	return iov
 }
 
 // Close waits for the queued writes and writes the rest: its aligned part

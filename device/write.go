@@ -77,8 +77,15 @@ func newChunkStream(ctx context.Context, ra io.ReaderAt, c *bundle.Component, ex
 		name:   c.Name,
 	}
 	for range pipelineDepth {
-		b := make([]byte, 0, max(batchBytes, bundle.MaxChunk))
+		b := make([]byte, max(batchBytes, bundle.MaxChunk)+readAlign)
 		s.pool <- &b
+	}
+	// plain[i]: payload offset of chunk i, from the signed chunk table.
+	plain := make([]int64, len(ext)+1)
+	for i := range ext {
+		if i < len(c.Chunks) {
+			plain[i+1] = plain[i] + int64(c.Chunks[i].Length)
+		}
 	}
 	work := make(chan *piece, pipelineDepth)
 	workers := min(max(runtime.GOMAXPROCS(0), 1), 4)
@@ -99,27 +106,31 @@ func newChunkStream(ctx context.Context, ra io.ReaderAt, c *bundle.Component, ex
 			j, total := i, int64(0)
 			for j < len(ext) {
 				e := ext[j]
-				if e.Length < 0 || e.Length > bundle.MaxChunk || e.Length > int64(cap(*buf)) {
+				if e.Length < 0 || e.Length > bundle.MaxChunk {
 					if j == i {
 						p.err = fmt.Errorf("read component %q chunk %d: stored length %d: %w", c.Name, j, e.Length, bundle.ErrMalformed)
 					}
 					break
 				}
-				if j > i && (e.Offset != ext[i].Offset+total || total+e.Length > int64(cap(*buf))) {
+				if j > i && (e.Offset != ext[i].Offset+total || total+e.Length > batchBytes) {
 					break
 				}
 				total += e.Length
 				j++
 			}
 			if p.err == nil {
+				// Raw chunks are placed in the buffer at their payload
+				// offset modulo a page, so that a slot writer can write
+				// their whole pages with O_DIRECT straight from it.
+				pad := plain[i] % readAlign
 				p.ext = ext[i:j]
-				if _, err := ra.ReadAt((*buf)[:total], ext[i].Offset); err != nil {
+				if _, err := ra.ReadAt((*buf)[pad:pad+total], ext[i].Offset); err != nil {
 					if errors.Is(err, io.EOF) {
 						err = bundle.ErrTruncated
 					}
 					p.err = fmt.Errorf("read component %q chunk %d: %w", c.Name, i, err)
 				} else {
-					p.stored = (*buf)[:total]
+					p.stored = (*buf)[pad : pad+total]
 				}
 			}
 			i = j
