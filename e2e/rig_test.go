@@ -275,8 +275,11 @@ func (r *rig) slotImage(name string, initrd []byte) (string, error) {
 	if err := os.WriteFile(filepath.Join(dir, "initrd.img"), initrd, 0o644); err != nil {
 		return "", err
 	}
-	size := int64(len(r.kernel)+len(initrd)) + 2*disk.MiB
+	size := int64(len(r.kernel)+len(initrd))*11/10 + 2*disk.MiB
 	size = (size + disk.MiB - 1) / disk.MiB * disk.MiB
+	if slot, _ := disk.Find(disk.Layout(), disk.PartSlotA); size > slot.Size {
+		return "", fmt.Errorf("slot image %s needs %d MiB, the slot partitions hold %d MiB", name, size>>20, slot.Size>>20)
+	}
 	out := filepath.Join(r.work, name+".ext4")
 	if err := disk.Ext4(context.Background(), out, size, name, dir, false); err != nil {
 		return "", err

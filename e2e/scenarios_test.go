@@ -331,7 +331,7 @@ func TestAutopatchd(t *testing.T) {
 	v2 := &release{version: "2.0.0", role: "autopatchd", health: "ok", bundle: "v2.apb"}
 	v3 := &release{version: "3.0.0", role: "autopatchd", health: "fail", bundle: "v3.apb"}
 	v4 := &release{version: "4.0.0", role: "autopatchd-hang", health: "ok", bundle: "v4.apb"}
-	v5 := &release{version: "5.0.0", role: "autopatchd", health: "ok", pad: 12 << 20, bundle: "v5.apb"}
+	v5 := &release{version: "5.0.0", role: "autopatchd", health: "ok", pad: 10 << 20, bundle: "v5.apb"}
 	data := map[string][]byte{}
 	for i, rel := range []*release{v1, v2, v3, v4, v5} {
 		r.buildRelease(t, rel, files, links)

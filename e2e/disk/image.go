@@ -89,18 +89,20 @@ func FAT(ctx context.Context, path string, size int64, fat32 bool, label string,
 
 // Ext4 creates an ext4 filesystem image of size bytes at path holding the
 // contents of dir. Slots have no journal (they are written whole and never
-// mounted read-write); the data partition has one.
+// mounted read-write) and few inodes; the data partition has a journal.
 func Ext4(ctx context.Context, path string, size int64, label, dir string, journal bool) error {
 	if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
 		return fmt.Errorf("remove %s: %w", path, err)
 	}
-	features := "^has_journal"
+	args := []string{"-q", "-F", "-m", "0", "-L", label, "-E", "root_owner=0:0"}
 	if journal {
-		features = "has_journal"
+		args = append(args, "-O", "has_journal")
+	} else {
+		// A slot holds a handful of files: few inodes, more room for data.
+		args = append(args, "-O", "^has_journal", "-N", "64")
 	}
-	return run(ctx, []string{"E2FSPROGS_FAKE_TIME=1700000000"}, "mkfs.ext4", "-q", "-F",
-		"-O", features, "-m", "0", "-L", label, "-E", "root_owner=0:0",
-		"-d", dir, path, fmt.Sprint(size/1024)+"k")
+	args = append(args, "-d", dir, path, fmt.Sprint(size/1024)+"k")
+	return run(ctx, []string{"E2FSPROGS_FAKE_TIME=1700000000"}, "mkfs.ext4", args...)
 }
 
 // Assemble writes a disk image at out: the MBR for parts, then each
