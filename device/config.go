@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -37,6 +38,8 @@ type Config struct {
 	User       string            `yaml:"user"`
 	SelfUpdate SelfUpdate        `yaml:"self_update"`
 	Hub        HubConfig         `yaml:"hub"`
+	// Capabilities the daemon keeps (Linux, when run as root); ["all"] keeps every one.
+	Capabilities []string `yaml:"capabilities"`
 }
 
 // HubConfig connects the daemon to a hub over MQTT. No servers: no hub.
@@ -187,6 +190,7 @@ func DefaultConfig() *Config {
 		SelfUpdate: SelfUpdate{
 			Deadline: Duration(2 * time.Minute),
 		},
+		Capabilities: slices.Clone(DefaultCapabilities),
 		Hub: HubConfig{
 			KeepAlive:      Duration(30 * time.Second),
 			SessionExpiry:  Duration(24 * time.Hour),
@@ -266,6 +270,11 @@ func (c *Config) Validate() error {
 	}
 	if c.Health.Deadline <= 0 {
 		return bad("health.deadline", "must be positive")
+	}
+	if !keepsAll(c.Capabilities) {
+		if _, err := capMask(c.Capabilities); err != nil {
+			return err
+		}
 	}
 	if h := c.Hub; h.Enabled() {
 		for i, u := range h.Servers {

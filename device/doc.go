@@ -116,6 +116,9 @@
 //	self_update:
 //	  binary: ""                         # path of autopatchd when installed as a file (e.g. /usr/bin/autopatchd); "" = off
 //	  deadline: 2m                       # the new binary's self-check, and its confirmation after the restart
+//	capabilities: [chown, dac_override, dac_read_search, fowner, fsetid, kill, setgid, setuid, sys_admin, sys_boot, sys_rawio]
+//	                                     # what `autopatchd run` keeps when started as root on Linux (every other
+//	                                     # capability leaves the bounding set; no_new_privs is set); [all] = keep all
 //	hub:                                 # no servers: no hub (updates only from files)
 //	  servers: []                        # [mqtts://hub.example.com:8883]; mqtt:// only with allow_plain
 //	  device_id: ""                      # MQTT client id and topic name; "" = the hostname

@@ -555,7 +555,9 @@ func TestAgentProcessMosquitto(t *testing.T) {
 
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "autopatchd")
-	if out, err := exec.Command(gobin, "build", "-o", bin, "../cmd/autopatchd").CombinedOutput(); err != nil {
+	build := exec.Command(gobin, "build", "-o", bin, "../cmd/autopatchd")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0") // as shipped: static, and able to drop capabilities
+	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build autopatchd: %v\n%s", err, out)
 	}
 	if _, err := sim.New(filepath.Join(dir, "sim")); err != nil {
@@ -626,6 +628,16 @@ hub:
 	}()
 
 	waitFor(t, "sim-p registered", func() bool { _, err := s.Hub.Store().Device(ctx, "sim-p"); return err == nil })
+	if os.Geteuid() == 0 {
+		// Started as root, the daemon keeps only the capabilities it uses.
+		st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(st), "NoNewPrivs:\t1") || !strings.Contains(string(st), "CapBnd:\t00000000006200ff") {
+			t.Errorf("autopatchd runs with:\n%s", st)
+		}
+	}
 	if err := s.Hub.SetStatus(ctx, "oscar", "sim-p", hub.StatusAccepted); err != nil {
 		t.Fatal(err)
 	}

@@ -161,6 +161,15 @@ func (r *simRebooter) Reboot(context.Context) error {
 }
 
 func runDaemon(ctx context.Context, e *device.Engine, cfg *device.Config, log *slog.Logger) error {
+	if os.Geteuid() == 0 {
+		// Before any goroutine of ours starts: what the daemon and its hooks
+		// never need is gone for good.
+		if err := device.DropPrivileges(cfg.Capabilities); err != nil {
+			log.Warn("drop privileges", "err", err)
+		} else {
+			log.Debug("privileges dropped", "keep", strings.Join(cfg.Capabilities, ","))
+		}
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	agentDone := make(chan struct{})

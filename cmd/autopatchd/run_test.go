@@ -46,6 +46,7 @@ slots:
 data_dir: %[1]s/data
 slots: %[1]s/slots.yaml
 hardware_id: board-v1
+capabilities: [all]  # "run" runs inside the test process: it must keep its privileges
 trust: {keys: [%[1]s/vendor.pub]}
 hooks: {dir: %[1]s/hooks}
 health: {dir: %[1]s/health.d, deadline: 10s}
