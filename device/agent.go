@@ -477,7 +477,13 @@ func (a *Agent) runJob(ctx context.Context, o *transport.Offer, rec *offerRecord
 		fail(err)
 		return
 	}
-	d, err := a.e.Prepare(ctx, signed, DownloadOptions{Offer: o.ID, Reboot: rebootPlan(o.Policy), NoAdvance: true})
+	// The offer's reboot policy applies unless the device's own is stricter
+	// (a maintenance window or the hub's word configured on the device).
+	var reboot *RebootPlan
+	if a.e.cfg.Reboot.Policy == RebootNow {
+		reboot = rebootPlan(o.Policy)
+	}
+	d, err := a.e.Prepare(ctx, signed, DownloadOptions{Offer: o.ID, Reboot: reboot, NoAdvance: true})
 	if err != nil {
 		fail(err)
 		return

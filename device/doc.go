@@ -7,8 +7,8 @@
 // An update moves through these states (type State); each is persisted
 // before the step that follows it:
 //
-//		idle ─Install─▶ verifying ─▶ writing ─▶ written
-//		idle ─Prepare─▶ downloading ─Finish─────▶ written ─▶ try-set ─▶ rebooting
+//		idle ─Install─▶ verifying ─▶ writing ─▶ written ─▶ try-set ─▶ rebooting
+//		idle ─Prepare─▶ downloading ─Finish────────┘
 //		                  │ bad bundle: error, nothing changed          │ (policy: now | window | hub)
 //		                  ▼                                             ▼ boot
 //		               abandoned ◀─ interrupted / cancelled          trial ─▶ committing ─▶ committed
@@ -195,7 +195,9 @@
 // unpacks packages and stages files from the staging files, and continues
 // as an Install after writing. The agent publishes Status at every step:
 // downloading (with chunk progress every progress_every chunks),
-// installing, rebooting (or waiting-hub / waiting-window), then committed,
+// installing, rebooting (or waiting-hub / waiting-window: the offer's reboot
+// policy applies when reboot.policy is now; a window or hub policy
+// configured on the device wins), then committed,
 // rolled-back or failed with a stable error kind and the reason; a trial's
 // result is reported when the daemon is back after the reboot. Commands:
 // reboot (policy hub), cancel (abandons the download, or the installed
