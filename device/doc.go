@@ -186,8 +186,9 @@
 // <data_dir>/download/<index>.part. Chunks arrive verified (the Fetcher
 // checks each against the signed chunk table and decompresses zstd) and are
 // written at their offset; which are done is kept in
-// <data_dir>/download/<index>.bits, persisted every 16 chunks and at the
-// end of every fetch, always after an fsync of the data it claims. A
+// <data_dir>/download/<index>.bits, persisted every 64 chunks and at the
+// end of every fetch, always after an fsync of the data it claims (a power
+// cut costs at most those 64 chunks and the window in flight again). A
 // resumed download (same bundle, after a disconnect, a daemon restart or a
 // reboot) asks only for the chunks not marked. Image chunks whose hash the
 // chunk index of the active slot lists are copied from it (delta) and

@@ -26,9 +26,9 @@ var (
 // download under the data dir.
 const downloadDirName = "download"
 
-// markFlushEvery is how many chunks may be marked done before the sink is
+// markFlushEvery is how many chunks (about 4 MiB) may be marked done before the sink is
 // fsynced and the bitmap persisted (and at the end of every fetch).
-const markFlushEvery = 16
+const markFlushEvery = 64
 
 // DownloadOptions tune one Prepare.
 type DownloadOptions struct {
