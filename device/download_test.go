@@ -271,3 +271,42 @@ func TestDownloadCorrupted(t *testing.T) {
 		t.Errorf("after cancel: %s %q", rec.State, rec.Last.Reason)
 	}
 }
+
+// TestDownloadCut: a download stopped without Close or Sync (a power cut)
+// resumes from the last persisted bitmap, which never claims more than was
+// fsynced, and completes.
+func TestDownloadCut(t *testing.T) {
+	ctx := context.Background()
+	r := newRig(t)
+	img := randomBytes(11, 8<<20)
+	p := r.build(spec{version: "1.0.0", security: 1, comps: []comp{image("rootfs", "1.0.0", img)}})
+	fd := newFeeder(t, p, r.trust)
+	total := len(fd.m.Components[0].Chunks)
+	if total < markFlushEvery+20 {
+		t.Fatalf("the image has %d chunks; the test needs more than %d", total, markFlushEvery+20)
+	}
+	d, err := r.engine().Prepare(ctx, fd.signed, DownloadOptions{Offer: "dep-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fed := fd.feed(d, markFlushEvery+20) // the last 20 marks are never persisted
+	d2, err := r.engine().Prepare(ctx, fd.signed, DownloadOptions{Offer: "dep-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if done, _ := d2.Count(0); done != markFlushEvery {
+		t.Errorf("after the cut %d chunks count as done, want the %d persisted (of %d fed)", done, markFlushEvery, fed)
+	}
+	if rest := fd.feed(d2, -1); rest != total-markFlushEvery {
+		t.Errorf("resume fed %d chunks, want %d", rest, total-markFlushEvery)
+	}
+	if out, err := d2.Finish(ctx); err != nil || out.Status != StatusRebooting {
+		t.Fatalf("Finish = %s, %v", out.Status, err)
+	}
+	if _, status := r.reboot(sim.Default); status != Committed.String() {
+		t.Fatalf("after the reboot: %s", status)
+	}
+	if !bytes.Equal(r.slotBytes("b"), img) {
+		t.Error("slot B does not hold the image")
+	}
+}
