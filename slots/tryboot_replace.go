@@ -45,8 +45,10 @@ func replaceFile(path string, data []byte, perm os.FileMode, wrap func(io.Writer
 	return syncDir(filepath.Dir(path))
 }
 
-// syncDir makes a rename in dir durable. Filesystems that cannot fsync a
-// directory (EINVAL) have nothing more to flush.
+// syncDir makes a rename in dir durable: fsync of the directory, then of
+// its whole filesystem (see syncFS; on FAT the allocation table is not
+// covered by the fsyncs). Filesystems that cannot fsync a directory
+// (EINVAL) have nothing more to flush there.
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
@@ -55,6 +57,9 @@ func syncDir(dir string) error {
 	defer d.Close()
 	if err := d.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) {
 		return fmt.Errorf("sync directory %s: %w", dir, err)
+	}
+	if err := syncFS(d); err != nil {
+		return fmt.Errorf("sync filesystem of %s: %w", dir, err)
 	}
 	return nil
 }
