@@ -153,11 +153,17 @@ func (b *board) hubConfig(f *fleet, id string) device.HubConfig {
 // runDaemon boots the daemon's agent with e; progress sees every chunk.
 func (b *board) runDaemon(f *fleet, id string, e *device.Engine, progress func(offer, comp string, done, total int)) *daemon {
 	b.t.Helper()
+	return b.runDaemonWith(b.hubConfig(f, id), e, progress)
+}
+
+func (b *board) runDaemonWith(cfg device.HubConfig, e *device.Engine, progress func(offer, comp string, done, total int)) *daemon {
+	b.t.Helper()
+	id := cfg.DeviceID
 	log := discard()
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("board", id)
 	}
-	a, err := device.NewAgent(e, b.hubConfig(f, id), device.AgentOptions{Logger: log, Version: "test", Progress: progress})
+	a, err := device.NewAgent(e, cfg, device.AgentOptions{Logger: log, Version: "test", Progress: progress})
 	if err != nil {
 		b.t.Fatal(err)
 	}
@@ -674,4 +680,52 @@ func (l *lockedWriter) Write(b []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(b)
+}
+
+// TestAgentMutualTLS: a device with a client certificate from the fleet CA
+// connects over TLS only (no password), is accepted by its certificate and
+// takes an update to commit.
+func TestAgentMutualTLS(t *testing.T) {
+	ctx := context.Background()
+	serverCA := hubtest.CA(t, "broker ca")
+	server := hubtest.Leaf(t, "127.0.0.1", serverCA)
+	fleetCA := hubtest.CA(t, "fleet ca")
+	key, vpub, pub := hubtest.Key(t)
+	trust := &bundle.Trust{Keys: []bundle.PublicKey{vpub}}
+	s := hubtest.Start(t, pub, func(c *hub.Config) {
+		c.MQTT.Addr = "-"
+		c.MQTT.TLSAddr = "127.0.0.1:0"
+		c.MQTT.TLSCert, c.MQTT.TLSKey = server.CertFile, server.KeyFile
+		c.MQTT.RequireCerts = true
+		c.DeviceCA = fleetCA.CertFile
+	})
+	img := hubtest.Payload(71, 1<<20)
+	upload(t, s, buildBundle(t, key, "1.1.0", 2, bundle.CompressionZstd, img), trust)
+	b := newBoard(t, trust)
+	cert := hubtest.Leaf(t, "sim-tls", fleetCA)
+	cfg := device.DefaultConfig().Hub
+	cfg.Servers = []string{"mqtts://" + s.MQTTTLSAddr()}
+	cfg.DeviceID, cfg.CA, cfg.Cert, cfg.Key = "sim-tls", serverCA.CertFile, cert.CertFile, cert.KeyFile
+	cfg.ChunkTimeout, cfg.Poll = device.Duration(time.Second), device.Duration(50*time.Millisecond)
+
+	d := b.runDaemonWith(cfg, b.engine(), nil)
+	waitFor(t, "sim-tls accepted by its certificate", func() bool {
+		dev, err := s.Hub.Store().Device(ctx, "sim-tls")
+		return err == nil && dev.Status == hub.StatusAccepted
+	})
+	dep, err := s.Hub.Deploy(ctx, "oscar", "os", "1.1.0", "sim-tls")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitReboots(t, b, 1)
+	d.stop()
+	e, state := b.reboot(ctx)
+	if state != device.Committed.String() {
+		t.Fatalf("after the reboot: %s, want committed", state)
+	}
+	b.runDaemonWith(cfg, e, nil)
+	if got, want := steps(t, s, dep.ID), "offered downloading installing rebooting committed succeeded"; got != want {
+		t.Errorf("hub recorded %q, want %q", got, want)
+	}
+	slotHolds(t, b, "b", img)
 }
