@@ -19,14 +19,14 @@ import (
 // a bundle file, verifies them as the Fetcher does and writes them into the
 // Download's sinks.
 type feeder struct {
-	t      *testing.T
+	t      testing.TB
 	f      *os.File
 	m      *bundle.Manifest
 	signed []byte
 	layout [][]bundle.Extent
 }
 
-func newFeeder(t *testing.T, path string, trust *bundle.Trust) *feeder {
+func newFeeder(t testing.TB, path string, trust *bundle.Trust) *feeder {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
