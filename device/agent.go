@@ -361,7 +361,16 @@ func kindOf(err error) transport.ErrorKind {
 // or already reported are ignored.
 func (a *Agent) onOffer(ctx context.Context, o *transport.Offer) {
 	if o.ID == "" {
-		a.log.Debug("offer withdrawn")
+		// Withdrawn: a download under way for it is no longer wanted.
+		a.mu.Lock()
+		running := a.job
+		a.mu.Unlock()
+		if running != "" {
+			a.log.Info("offer withdrawn by the hub; stopping its download", "offer", running)
+			a.stopJob(errCancelled)
+		} else if err := a.e.CancelDownload("", "offer withdrawn by the hub"); err == nil {
+			a.log.Info("offer withdrawn by the hub; download abandoned")
+		}
 		return
 	}
 	a.mu.Lock()

@@ -255,3 +255,25 @@ func TestAgentRefusals(t *testing.T) {
 		t.Errorf("rebooted %d times", n)
 	}
 }
+
+// TestAgentOfferWithdrawn: a download under way is abandoned when the hub
+// withdraws the offer.
+func TestAgentOfferWithdrawn(t *testing.T) {
+	r := newRig(t)
+	h := newHubSide(t)
+	p := r.build(spec{version: "1.1.0", security: 1, comps: []comp{image("rootfs", "1.1.0", randomBytes(4, 1<<20))}})
+	d, err := r.engine().Prepare(context.Background(), signedOf(t, p), DownloadOptions{Offer: "dep-9"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	r.startAgent(h, r.engine())
+	h.send("dev-1", &transport.Offer{})
+	deadline := time.Now().Add(10 * time.Second)
+	for r.state(r.engine()).State == Downloading && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if rec := r.state(r.engine()); rec.State != Abandoned || rec.Last == nil || rec.Last.Reason != "offer withdrawn by the hub" {
+		t.Errorf("after the withdrawal: state %s, last %+v", rec.State, rec.Last)
+	}
+}

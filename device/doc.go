@@ -202,7 +202,8 @@
 // rolled-back or failed with a stable error kind and the reason; a trial's
 // result is reported when the daemon is back after the reboot. Commands:
 // reboot (policy hub), cancel (abandons the download, or the installed
-// update before its reboot), report (a fresh Hello).
+// update before its reboot), report (a fresh Hello). An offer withdrawn by
+// the hub (empty id) abandons a download of it that is under way.
 //
 // # Data path
 //
