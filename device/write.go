@@ -333,7 +333,7 @@ func checkSum(path string, h hash.Hash, want []byte) error {
 // Read-back reads readBackBuf bytes at a time, one buffer ahead of the
 // hashing; with O_DIRECT, offsets and lengths are rounded to readAlign.
 const (
-	readBackBuf = 1 << 20
+	readBackBuf = 512 << 10
 	readAlign   = 4096
 )
 
@@ -443,14 +443,15 @@ func (r *readBufs) hash(ctx context.Context, f *os.File, direct bool, h hash.Has
 // readBacker verifies a slot while it is still being written: every range
 // whose write reached the medium is read back from the medium (O_DIRECT
 // where the file system has it, else after dropping its cached pages)
-// into one running sha256, in order, on its own goroutine; finish reads
-// the rest after the final fsync.
+// into one running sha256, in order. One goroutine reads, another hashes,
+// with the two buffers of bufs between them, for the whole write: a range
+// costs a channel send. finish reads the rest after the final fsync.
 type readBacker struct {
 	f      *os.File
 	d      *os.File // O_DIRECT handle, or nil
 	h      hash.Hash
 	bufs   *readBufs
-	done   int64
+	done   int64 // bytes hashed; read by finish after errc
 	ranges chan [2]int64
 	errc   chan error
 }
@@ -462,38 +463,72 @@ func newReadBacker(ctx context.Context, path string) (*readBacker, error) {
 	}
 	d, _ := openDirectRead(path)
 	rb := &readBacker{f: f, d: d, h: sha256.New(), bufs: newReadBufs(), ranges: make(chan [2]int64, 1024), errc: make(chan error, 1)}
-	go func() {
-		var err error
+	type blk struct {
+		b   []byte
+		off int64
+	}
+	free := make(chan []byte, len(rb.bufs.b))
+	for _, b := range rb.bufs.b {
+		free <- b
+	}
+	full := make(chan blk, len(rb.bufs.b))
+	var rerr error // set before full is closed
+	go func() {    // reader
+		defer close(full)
+		var next int64
 		for r := range rb.ranges {
-			if err != nil || r[0] != rb.done {
+			if rerr != nil || r[0] != next {
 				continue
 			}
-			// Ranges that arrived meanwhile join this read.
-			end := r[0] + r[1]
-		more:
-			for {
+			from, to := r[0], r[0]+r[1]
+			rf, direct := rb.d, rb.d != nil && from%readAlign == 0
+			if !direct {
+				rf = rb.f
+				dropCache(rb.f, from, to-from)
+			}
+			for off := from; off < to; {
+				var b []byte
 				select {
-				case n, ok := <-rb.ranges:
-					if !ok {
-						break more
-					}
-					if n[0] == end {
-						end += n[1]
-					}
-				default:
-					break more
+				case b = <-free:
+				case <-ctx.Done():
+					rerr = ctx.Err()
 				}
+				if rerr != nil {
+					break
+				}
+				need := min(int64(len(b)), to-off)
+				want := need
+				if direct {
+					want = min(int64(len(b)), (need+readAlign-1)&^(readAlign-1))
+				}
+				m, err := rf.ReadAt(b[:want], off)
+				if int64(m) < need {
+					if err == nil || err == io.EOF {
+						err = io.ErrUnexpectedEOF
+					}
+					rerr = fmt.Errorf("read back %s at %d: %w", path, off, err)
+					free <- b
+					break
+				}
+				full <- blk{b[:need], off}
+				off += need
 			}
-			if err = rb.hash(ctx, r[0], end); err == nil {
-				rb.done = end
-			}
+			next = to
 		}
-		rb.errc <- err
+	}()
+	go func() { // hasher
+		for k := range full {
+			rb.h.Write(k.b)
+			rb.done = k.off + int64(len(k.b))
+			free <- k.b[:cap(k.b)]
+		}
+		rb.errc <- rerr
 	}()
 	return rb, nil
 }
 
-// hash reads [from, to) back into the running sum.
+// hash reads [from, to) back into the running sum, once the goroutines
+// are done.
 func (rb *readBacker) hash(ctx context.Context, from, to int64) error {
 	if rb.d != nil && from%readAlign == 0 {
 		return rb.bufs.hash(ctx, rb.d, true, rb.h, from, to)
