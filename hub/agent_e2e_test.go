@@ -324,6 +324,15 @@ func TestAgentDeploy(t *testing.T) {
 			f := startFleet(t, pub)
 			img := compressible(21, 3<<20)
 			m := upload(t, f.server(), buildBundle(t, key, "1.1.0", 2, comp, img), trust)
+			compressed := 0
+			for _, c := range m.Components[0].Chunks {
+				if c.StoredLength < c.Length {
+					compressed++
+				}
+			}
+			if (compressed > 0) != (comp == bundle.CompressionZstd) {
+				t.Fatalf("%d of %d chunks stored compressed with compression %s", compressed, len(m.Components[0].Chunks), comp)
+			}
 			b := newBoard(t, trust)
 			first := b.runDaemon(f, "sim-1", b.engine(), nil) // first contact: pending
 			accept(t, f.server(), "sim-1")
