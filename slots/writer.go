@@ -11,6 +11,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 )
 
 // Writer errors.
@@ -440,10 +441,19 @@ func (c *Config) Write(ctx context.Context, s *Slot, r io.Reader, size int64, su
 }
 
 type block struct {
-	buf    []byte
-	n      int
-	off    int64
-	hashed chan struct{}
+	buf  []byte
+	n    int
+	off  int64
+	refs atomic.Int32 // the writer and the hasher; the last one frees the block
+	free chan<- *block
+}
+
+// done is called by the writer and by the hasher once each is finished
+// with b; the second call makes b free for the next read.
+func (b *block) done() {
+	if b.refs.Add(-1) == 0 {
+		b.free <- b
+	}
 }
 
 // stream copies r to the device in writeBuf blocks: one goroutine reads,
@@ -453,7 +463,7 @@ func (t *Target) stream(ctx context.Context, r io.Reader, size int64, rb *readba
 	for range writeBufs {
 		buf, release := alignedBuf(writeBuf)
 		defer release()
-		free <- &block{buf: buf, hashed: make(chan struct{}, 1)}
+		free <- &block{buf: buf, free: free}
 	}
 	full := make(chan *block, writeBufs) // never blocks: holds every block
 	stop := make(chan struct{})
@@ -523,9 +533,11 @@ func (t *Target) stream(ctx context.Context, r io.Reader, size int64, rb *readba
 		if err := ctx.Err(); err != nil {
 			return written, nil, err
 		}
+		// The hasher and the writer work on b at once, and the writer goes
+		// on with the next block without waiting for the hash.
+		b.refs.Store(2)
 		toHash <- b
 		direct, werr := t.writeBlock(dw, b.buf[:b.n], b.off)
-		<-b.hashed
 		if werr != nil {
 			return written, nil, werr
 		}
@@ -547,7 +559,7 @@ func (t *Target) stream(ctx context.Context, r io.Reader, size int64, rb *readba
 				queued = queued[1:]
 			}
 		}
-		free <- b
+		b.done()
 	}
 	if readErr != nil {
 		return written, nil, readErr
@@ -565,7 +577,7 @@ func hashBlocks(h hash.Hash, in <-chan *block, wg *sync.WaitGroup, hashing bool)
 		if hashing {
 			h.Write(b.buf[:b.n])
 		}
-		b.hashed <- struct{}{}
+		b.done()
 	}
 }
 
