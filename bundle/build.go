@@ -28,15 +28,27 @@ type BuildOptions struct {
 	SpoolMemory int64
 }
 
-var zstdEncoder = sync.OnceValues(func() (*zstd.Encoder, error) {
-	return zstd.NewWriter(nil,
-		zstd.WithEncoderLevel(zstd.SpeedDefault),
-		zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)),
-		zstd.WithEncoderCRC(false), // every chunk has a sha256
-		zstd.WithSingleSegment(true),
-		zstd.WithWindowSize(MaxChunk),
-	)
-})
+// encoder is the shared zstd encoder of Build. It is set up on first use
+// inside a function rather than by a package-level initializer, so programs
+// that only read bundles (autopatchd) do not link the encoder.
+var encoder struct {
+	once sync.Once
+	enc  *zstd.Encoder
+	err  error
+}
+
+func zstdEncoder() (*zstd.Encoder, error) {
+	encoder.once.Do(func() {
+		encoder.enc, encoder.err = zstd.NewWriter(nil,
+			zstd.WithEncoderLevel(zstd.SpeedDefault),
+			zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)),
+			zstd.WithEncoderCRC(false), // every chunk has a sha256
+			zstd.WithSingleSegment(true),
+			zstd.WithWindowSize(MaxChunk),
+		)
+	})
+	return encoder.enc, encoder.err
+}
 
 // Build writes a signed bundle to w. m describes the bundle and its
 // components (name, kind, slot or path, version, compression, depends);
