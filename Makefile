@@ -35,6 +35,8 @@ check: ## gofmt, go vet, and cross-compile every binary for every target (prints
 	  CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch GOARM=$$arm $(GO) build -trimpath -ldflags='$(LDFLAGS)' -o $$dir/ ./cmd/... ./tools/...; \
 	  for f in $$dir/*; do stat -c '%s %n' $$f | awk -v t=$$t '{n=split($$2,p,"/"); printf "%-14s %-16s %6.2f MiB\n", t, p[n], $$1/1048576}'; done; \
 	done
+	@size=$$(stat -c %s $(BIN)/cross/linux-armv7/autopatchd); limit=$$((8 * 1048576)); \
+	if [ $$size -gt $$limit ]; then echo "autopatchd for linux/arm GOARM=7 is $$size bytes, over the 8 MiB limit"; exit 1; fi
 
 bench: deps ## run the benchmarks; each prints its ratio against the same run's physical limit
 	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -benchmem ./...
