@@ -80,10 +80,18 @@ func New(ch Channel) Message {
 // Encode encodes m; a version of 0 is written as Version. m is not
 // modified, so one message may be encoded from several goroutines.
 func Encode(m Message) ([]byte, error) {
+	return appendMsg(nil, m)
+}
+
+// appendMsg appends the encoding of m to dst, as Encode does.
+func appendMsg(dst []byte, m Message) ([]byte, error) {
 	if m.version() == 0 {
 		m = versioned(m)
 	}
-	b, err := m.MarshalMsg(make([]byte, 0, m.Msgsize()))
+	if dst == nil {
+		dst = make([]byte, 0, m.Msgsize())
+	}
+	b, err := m.MarshalMsg(dst)
 	if err != nil {
 		return nil, fmt.Errorf("encode %s: %w", m.channel(), err)
 	}
@@ -119,7 +127,9 @@ func versioned(m Message) Message {
 	return c
 }
 
-// Decode decodes b as the message type of ch. It refuses unknown channels,
+// Decode decodes b as the message type of ch. A Data's Bytes alias b (no
+// copy of the chunk is made), so b must not be reused while it is in use.
+// It refuses unknown channels,
 // oversized or malformed input (ErrMalformed) and versions it does not speak
 // (ErrVersion). Unknown fields are skipped, so newer peers may add fields.
 func Decode(ch Channel, b []byte) (Message, error) {
@@ -136,6 +146,9 @@ func Decode(ch Channel, b []byte) (Message, error) {
 	}
 	if len(rest) != 0 {
 		return nil, fmt.Errorf("%w: %s: %d trailing bytes", ErrMalformed, ch, len(rest))
+	}
+	if d, ok := m.(*Data); ok && len(d.Bytes) == 0 {
+		d.Bytes = nil // zero-copy decoding leaves an empty slice
 	}
 	if v := m.version(); v == 0 || v > Version {
 		return nil, fmt.Errorf("%w: %s version %d, this side speaks %d", ErrVersion, ch, v, Version)

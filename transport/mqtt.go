@@ -325,9 +325,12 @@ func (c *Conn) forget(s *sub) {
 	}
 }
 
-// Publish encodes m and publishes it on topic with QoS 1, waiting for the
-// connection when it is down. The topic's channel must match the message
-// type; offers are published retained.
+// Publish encodes m and publishes it on topic, waiting for the connection
+// when it is down. The topic's channel must match the message type; offers
+// are published retained. Data (chunks, manifests) goes with QoS 0: the
+// Fetcher asks again for whatever does not arrive, so a chunk is never
+// stored for an offline device nor acknowledged one by one. Everything
+// else goes with QoS 1, and Publish returns once the broker acknowledged it.
 func (c *Conn) Publish(ctx context.Context, topic string, m Message) error {
 	_, ch, err := ParseTopic(topic)
 	if err != nil {
@@ -336,12 +339,32 @@ func (c *Conn) Publish(ctx context.Context, topic string, m Message) error {
 	if ch != ChannelOf(m) {
 		return fmt.Errorf("publish: %w: %s message on %q", ErrTopic, ChannelOf(m), topic)
 	}
-	b, err := Encode(m)
+	bp := encodeBuf.Get().(*[]byte)
+	b, err := appendMsg((*bp)[:0], m)
 	if err != nil {
+		encodeBuf.Put(bp)
 		return fmt.Errorf("publish: %w", err)
 	}
-	return c.publish(ctx, topic, b, ch == ChOffer, 1)
+	qos := byte(1)
+	if ch == ChData {
+		qos = 0
+	}
+	// The client does not keep b once publish returns (a QoS 1 message it
+	// may resend is copied into its session store), so b is reused.
+	err = c.publish(ctx, topic, b, ch == ChOffer, qos)
+	if cap(b) <= maxPooled {
+		*bp = b[:0]
+		encodeBuf.Put(bp)
+	}
+	return err
 }
+
+// encodeBuf recycles encoding buffers: a chunk's Data is as large as the
+// chunk, and a transfer publishes thousands of them.
+var encodeBuf = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
+
+// maxPooled is the largest buffer put back into encodeBuf.
+const maxPooled = 1 << 20
 
 // ClearOffer removes the retained offer of device.
 func (c *Conn) ClearOffer(ctx context.Context, device string) error {

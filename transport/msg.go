@@ -145,7 +145,7 @@ type Data struct {
 	Manifest bool      `msg:"man"` // Bytes hold the signed manifest
 	Comp     uint32    `msg:"comp"`
 	Index    uint32    `msg:"idx"`
-	Bytes    []byte    `msg:"b"` // stored (possibly compressed) chunk bytes
+	Bytes    []byte    `msg:"b,zerocopy"` // stored (possibly compressed) chunk bytes; aliases the decoded buffer
 	Err      ErrorKind `msg:"err"`
 	Detail   string    `msg:"detail"`
 	Seq      uint32    `msg:"seq"` // Seq of the Get being answered

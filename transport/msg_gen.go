@@ -450,7 +450,7 @@ func (z *Data) UnmarshalMsg(bts []byte) (o []byte, err error) {
 				return
 			}
 		case "b":
-			z.Bytes, bts, err = msgp.ReadBytesBytes(bts, z.Bytes)
+			z.Bytes, bts, err = msgp.ReadBytesZC(bts)
 			if err != nil {
 				err = msgp.WrapError(err, "Bytes")
 				return

@@ -23,6 +23,8 @@ const MaxBitmap = 1024
 const MaxWindow = 256
 
 // Link is what a Fetcher or a Server needs of a connection; *Conn is one.
+// Publish must be done with m when it returns (encode it, not keep it): a
+// Server reuses one Data for the chunks of a request.
 type Link interface {
 	Publish(ctx context.Context, topic string, m Message) error
 	Subscribe(filter string, h Handler) error
