@@ -108,13 +108,19 @@
 // split across cores, while dd hashes nothing; so the ratio to dd is at
 // most sha256/dd (reported as hash-ceiling). The read-back also makes the
 // device read every byte after writing it: where the device cannot read
-// and write at full speed at once, the ratio is at most
-// dd / (dd + dd-read) (verify-serial-ceiling). On a 2-core VM with a
-// host-cached virtio disk (dd ≈ 1500 MiB/s with O_DIRECT, sha256 ≈ 1100
-// MiB/s on one core, O_DIRECT read ≈ 1800 MiB/s) these ceilings are about
-// 0.7 and 0.55: the 0.90 goal is reachable only where sha256 is well above
-// the device's write speed (most SD cards, eMMC and USB disks on boards
-// with SHA instructions), not on such a machine.
+// and write at full speed at once, the ratio with read-back is at most
+// dd / (dd + dd-read) (verify-serial-ceiling, dd-read being `dd
+// iflag=direct` of the written slot).
+//
+// Measured on a 2-core VM with a host-cached virtio disk (ext4): dd ≈
+// 1470–1670 MiB/s with O_DIRECT (1070–1220 buffered), O_DIRECT read ≈
+// 1600–2300 MiB/s, sha256 ≈ 1700 MiB/s on one core. Without read-back
+// Write reaches 0.75–0.83 of dd. With read-back it reaches 0.47–0.55,
+// against a verify-serial-ceiling of 0.52–0.58: the device moves twice
+// the bytes dd moves, so the 0.90 goal is out of reach for read-back on
+// such a disk, whose reads are not much faster than its writes; it is
+// within reach only where reads are far faster than writes (SD cards,
+// eMMC, USB flash) and sha256 is well above the write speed.
 
 // # U-Boot environment
 //
