@@ -67,12 +67,13 @@ func BenchmarkInstall(b *testing.B) {
 
 	// The machine may be shared: each rate is the best of benchRounds
 	// rounds, the install and its physical references interleaved.
-	var shaRate, writeRate, bufRate, directRate, installRate, verifyRate float64
+	var shaRate, writeRate, bufRate, directRate, readRate, installRate, verifyRate float64
 	for range benchRounds {
 		shaRate = max(shaRate, measureSHA256())
 		bufRate = max(bufRate, measureWrite(b, filepath.Join(r.dir, "ref.img"), false))
 		directRate = max(directRate, measureWrite(b, filepath.Join(r.dir, "ref.img"), true))
 		writeRate = max(bufRate, directRate)
+		readRate = max(readRate, measureRead(b, filepath.Join(r.dir, "rootfs-b.img")))
 		for _, verify := range []bool{false, true} {
 			r.cfg.Verify = VerifyOff
 			if verify {
@@ -101,6 +102,17 @@ func BenchmarkInstall(b *testing.B) {
 	b.ReportMetric(installRate/limit, "ratio")
 	b.ReportMetric(verifyRate, "verify-install-MiB/s")
 	b.ReportMetric(verifyRate/limit, "verify-ratio")
+	// With read-back every byte is hashed twice (each chunk before it is
+	// written, as SECURITY.md requires, and the read-back: at best one
+	// core each) and crosses the device twice; where the device cannot
+	// read and write at once, that is its limit.
+	verifyLimit := shaRate
+	if readRate > 0 {
+		verifyLimit = min(shaRate, 1/(1/writeRate+1/readRate))
+	}
+	b.ReportMetric(readRate, "read-MiB/s")
+	b.ReportMetric(verifyLimit, "verify-limit-MiB/s")
+	b.ReportMetric(verifyRate/verifyLimit, "verify-limit-ratio")
 	b.ReportMetric(shaRate, "sha256-MiB/s")
 	b.ReportMetric(writeRate, "write-MiB/s")
 	b.ReportMetric(bufRate, "write-buffered-MiB/s")
@@ -120,6 +132,34 @@ func BenchmarkInstall(b *testing.B) {
 }
 
 func mib(n int64) float64 { return float64(n) / (1 << 20) }
+
+// measureRead reads the slot left by the last install back with O_DIRECT,
+// as read-back does: the storage's read rate. Zero until a slot exists.
+func measureRead(b *testing.B, path string) float64 {
+	f, err := openDirectRead(path)
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	buf, release, err := mmapBuf(1 << 20)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer release()
+	start := time.Now()
+	var n int64
+	for {
+		m, err := f.ReadAt(buf, n)
+		n += int64(m)
+		if err != nil || m == 0 {
+			break
+		}
+	}
+	if n < benchSize {
+		return 0
+	}
+	return mib(n) / time.Since(start).Seconds()
+}
 
 // measureSHA256 hashes 256 MiB from a 1 MiB buffer: the CPU's hashing rate.
 func measureSHA256() float64 {
