@@ -12,7 +12,7 @@
 //	ap/v1/d/{device}/status  device → hub   Status: state, progress, results (QoS 1)
 //	ap/v1/d/{device}/get     device → hub   Get: chunk or manifest requests (QoS 1)
 //	ap/v1/d/{device}/cmd     hub → device   Cmd: reboot, cancel, report (QoS 1)
-//	ap/v1/d/{device}/data    hub → device   Data: one chunk, the signed manifest, or an error kind (QoS 1)
+//	ap/v1/d/{device}/data    hub → device   Data: one chunk, the signed manifest, or an error kind (QoS 0)
 //	ap/v1/d/{device}/offer   hub → device   Offer, RETAINED: the latest desired update (QoS 1)
 //
 // The offer is a retained message, not a queue: a device that was offline finds

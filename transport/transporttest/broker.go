@@ -88,6 +88,12 @@ func (b *Broker) start(addr string) error {
 	srv := mqtt.New(&mqtt.Options{
 		InlineClient: false,
 		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
+		// A chunk is up to 256 KiB: with mochi's 2 KiB default buffers one
+		// PUBLISH costs dozens of reads and writes. 64 KiB per client and
+		// direction is little for a test broker (a hub with thousands of
+		// idle devices may want less).
+		ClientNetReadBufferSize:  64 << 10,
+		ClientNetWriteBufferSize: 64 << 10,
 	})
 	srv.Options.Capabilities.MaximumSessionExpiryInterval = 3600
 	if err := srv.AddHook(&hook{b: b}, nil); err != nil {
