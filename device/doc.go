@@ -67,8 +67,9 @@
 // counter, the installed component versions, the chunk index of every slot
 // the engine installed (ChunkIndex, for delta transfers), and the last
 // result with its reason. It is replaced atomically: state.json.tmp,
-// fsync, the old file hard-linked to state.json.prev, rename, fsync of the
-// directory. A state.json that does not parse is reported (ErrCorruptState)
+// fsync, the old file hard-linked to state.json.prev (copied instead,
+// through a fsynced temp file, where the file system has no hard links, so
+// the data dir may live on FAT), rename, fsync of the directory. A state.json that does not parse is reported (ErrCorruptState)
 // and the previous copy is used. <data_dir>/install.json is the journal of
 // a write in progress; <data_dir>/lock serialises the daemon and the
 // command line.

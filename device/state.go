@@ -189,7 +189,7 @@ func (s *Store) Exists() bool {
 
 // Remove deletes the state file and its previous copy, durably.
 func (s *Store) Remove() error {
-	for _, n := range []string{s.name(), s.name() + ".prev", s.name() + ".tmp"} {
+	for _, n := range []string{s.name(), s.name() + ".prev", s.name() + ".tmp", s.name() + ".prev.tmp"} {
 		if err := os.Remove(filepath.Join(s.Dir, n)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("remove state: %w", err)
 		}
@@ -219,7 +219,8 @@ func (s *Store) load(name string) (*Record, error) {
 }
 
 // Save writes r atomically: a temp file, fsync, the old file kept as
-// state.json.prev (hard link), rename over state.json, fsync of the dir.
+// state.json.prev (hard link, or a copy where the file system has no hard
+// links, as FAT), rename over state.json, fsync of the dir.
 func (s *Store) Save(r *Record) error {
 	r.Format = recordFormat
 	r.Updated = time.Now().UTC()
@@ -241,7 +242,7 @@ func (s *Store) Save(r *Record) error {
 	prev := dst + ".prev"
 	if _, err := s.load(s.name()); err == nil {
 		_ = os.Remove(prev)
-		if err := os.Link(dst, prev); err != nil && !errors.Is(err, os.ErrNotExist) {
+		if err := keepPrevious(dst, prev); err != nil {
 			return fmt.Errorf("keep previous state: %w", err)
 		}
 	}
@@ -253,6 +254,37 @@ func (s *Store) Save(r *Record) error {
 	}
 	return s.crashAt("save:" + s.name() + ":" + r.State.String() + ":after-rename")
 }
+
+// keepPrevious makes prev a copy of dst: a hard link, or where the file
+// system refuses one (FAT: EPERM) a copy written to prev.tmp, fsynced,
+// renamed over prev, and the directory fsynced. A missing dst is no error.
+func keepPrevious(dst, prev string) error {
+	err := linkFile(dst, prev)
+	if err == nil || errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	b, rerr := os.ReadFile(dst)
+	if errors.Is(rerr, os.ErrNotExist) {
+		return nil
+	}
+	if rerr != nil {
+		return errors.Join(err, rerr)
+	}
+	tmp := prev + ".tmp"
+	if werr := writeFileSync(tmp, b, 0o600); werr != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("copy after %v: %w", err, werr)
+	}
+	if rerr := os.Rename(tmp, prev); rerr != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("copy after %v: %w", err, rerr)
+	}
+	return syncDir(filepath.Dir(prev))
+}
+
+// linkFile is os.Link; tests replace it to act as a file system without
+// hard links.
+var linkFile = os.Link
 
 func (s *Store) crashAt(point string) error {
 	if s.crash == nil {
