@@ -83,7 +83,10 @@
 // window (default 16) of chunks outstanding, verifies each chunk against the
 // signed chunk table (bundle.Component.VerifyChunk) before writing it into the
 // slot, marks it done in its persisted progress, and re-requests what is still
-// missing when nothing arrived for a while. Chunks whose hash the device
+// missing when nothing arrived for a while (FetchOptions.Timeout), and at
+// once when its connection comes back after a loss: Data travels with QoS 0,
+// so chunks in flight when the link broke are gone, and a chunk is never
+// stored in the session of an offline device. Chunks whose hash the device
 // already holds in its active slot are copied locally (delta) and never cross
 // the network. After a disconnect, a broker restart or a reboot the device asks
 // only for chunks not yet marked done; a hub answers only for bundles it

@@ -342,3 +342,41 @@ func TestFetchCorruptGivesUp(t *testing.T) {
 		t.Error("no corrupt chunk counted")
 	}
 }
+
+// After a lost link the Fetcher asks again as soon as the connection is
+// back: with a re-request timeout far beyond the test's deadline, a fetch
+// interrupted by a disconnect still completes, without a single timeout.
+func TestFetchReasksOnReconnect(t *testing.T) {
+	img := image(5, 4<<20)
+	r := newRig(t)
+	o, m := r.offer("dev", "o1", build(t, "1.0.0", img))
+	comp := &m.Components[0]
+	r.broker.Add("dev", []byte("pw-dev"))
+	c := dial(t, r.broker.URL(), "dev", []byte("pw-dev"))
+	f, err := transport.NewFetcher(c, "dev", transport.FetchOptions{Window: 8, Timeout: time.Hour, MaxRetries: 2, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var once sync.Once
+	kicked := false
+	done := &transporttest.Progress{OnMark: func(k int) {
+		if k >= len(comp.Chunks)/3 {
+			once.Do(func() { kicked = r.broker.Kick("dev") })
+		}
+	}}
+	out := sink(t)
+	if err := f.Fetch(ctx, transport.Request{Offer: o.ID, Digest: o.Digest, Comp: comp, Sink: out, Done: done}); err != nil {
+		t.Fatalf("Fetch: %v", err)
+	}
+	if !kicked {
+		t.Fatal("the device was not connected at the fault")
+	}
+	if got := f.Stats.Retries.Load(); got != 0 {
+		t.Errorf("Retries = %d, want 0 (asked again on reconnect, not on timeout)", got)
+	}
+	if got := contents(t, out); !bytes.Equal(got, img) {
+		t.Error("slot differs from the image")
+	}
+}
