@@ -17,6 +17,14 @@ func (e *Engine) writeAll(ctx context.Context, ra io.ReaderAt, m *bundle.Manifes
 		if e.o.onWrite != nil {
 			e.o.onWrite(it.Component)
 		}
+		if it.Unchanged {
+			// Identical to what is installed: nothing is written.
+			j.Components[k].Written, j.Components[k].Done = it.Size, true
+			if opts.Progress != nil {
+				opts.Progress(it.Component, it.Size, it.Size)
+			}
+			continue
+		}
 		c := &m.Components[it.index]
 		s := newChunkStream(ctx, ra, c, layout[it.index])
 		prog := func(n uint64) {

@@ -30,7 +30,11 @@
 //	    <packages>/<path>/<version>-<sha8>/ (at commit <packages>/<path>/current
 //	    switches to it, and an absolute path such as /opt/app becomes a
 //	    symlink to that link unless something else lives there), files are
-//	    written next to their target as <path>.ap-new. Progress is tracked in install.json, not in
+//	    written next to their target as <path>.ap-new. A package or file
+//	    identical to the installed one (same version and sha256: the package's
+//	    current version dir, the file's bytes) is planned as unchanged and not
+//	    written, fetched or switched; it stays current whatever the outcome.
+//	    Progress is tracked in install.json, not in
 //	    state.json, so a bundle found bad midway (a corrupt chunk) leaves
 //	    state.json untouched; what it staged is removed.
 //	  - written: everything is fsynced and, where configured, read back and

@@ -196,6 +196,9 @@ func (d *Download) open(rec *Record, fresh bool) error {
 		}
 	}
 	for _, it := range d.plan {
+		if it.Unchanged {
+			continue // nothing to fetch: the installed copy stays
+		}
 		c := &d.m.Components[it.index]
 		s := &sink{it: it, c: c, bits: make([]byte, (len(c.Chunks)+7)/8),
 			bitsPath: filepath.Join(d.dir, strconv.Itoa(it.index)+".bits")}
@@ -284,11 +287,14 @@ func (d *Download) AlreadyInstalled() bool { return d.already }
 // Resumed reports that the download continues one persisted earlier.
 func (d *Download) Resumed() bool { return d.resumed }
 
-// Components returns the manifest indexes of the components in install order.
+// Components returns the manifest indexes of the components to fetch, in
+// install order (unchanged components are left out: nothing to fetch).
 func (d *Download) Components() []int {
-	out := make([]int, len(d.plan))
-	for k, it := range d.plan {
-		out[k] = it.index
+	out := make([]int, 0, len(d.plan))
+	for _, it := range d.plan {
+		if !it.Unchanged {
+			out = append(out, it.index)
+		}
 	}
 	return out
 }
@@ -471,13 +477,18 @@ func (d *Download) place(ctx context.Context, j *Record) error {
 		if e.o.onWrite != nil {
 			e.o.onWrite(it.Component)
 		}
-		s := d.sinks[it.index]
-		c := s.c
 		prog := func(n uint64) {
 			if d.opts.Progress != nil {
 				d.opts.Progress(it.Component, n, it.Size)
 			}
 		}
+		if it.Unchanged {
+			j.Components[k].Written, j.Components[k].Done = it.Size, true
+			prog(it.Size)
+			continue
+		}
+		s := d.sinks[it.index]
+		c := s.c
 		if it.Kind == string(bundle.KindImage) && it.typ == slots.TypeFile {
 			if err := s.f.Truncate(int64(c.Size)); err != nil { // no old tail after a shorter image
 				return fmt.Errorf("install component %q: %w", it.Component, err)

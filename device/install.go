@@ -1,12 +1,14 @@
 package device
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -36,6 +38,9 @@ type PlanItem struct {
 	Slot      string `json:"slot,omitempty"`
 	Target    string `json:"target"`
 	Size      uint64 `json:"size"`
+	// Unchanged: a package or file identical to what is installed (same
+	// version and sha256); it is not written again and stays as it is.
+	Unchanged bool `json:"unchanged,omitempty"`
 
 	index  int         // in the manifest
 	typ    string      // slot type of an image
@@ -192,8 +197,8 @@ func journalOf(m *bundle.Manifest, info BundleInfo, plan []PlanItem, booted stri
 		}
 		p := Progress{Name: it.Component, Kind: it.Kind, Version: it.Version, Class: it.Class, Slot: it.Slot,
 			Target: it.Target, Size: it.Size, SHA256: hex.EncodeToString(c.SHA256)}
-		if it.Kind == string(bundle.KindFile) {
-			p.Stage = it.Target + stageExt
+		if it.Kind == string(bundle.KindFile) && !it.Unchanged {
+			p.Stage = it.Target + stageExt // an unchanged file has none: commit leaves it alone
 		}
 		p.Link = it.link
 		j.Components = append(j.Components, p)
@@ -322,6 +327,8 @@ func (e *Engine) plan(rec *Record, m *bundle.Manifest, booted string) ([]PlanIte
 				return nil, fmt.Errorf("check component %q: package path: %w", c.Name, err)
 			}
 			it.Target = filepath.Join(e.packagesDir(), filepath.FromSlash(rel), c.Version+"-"+hex.EncodeToString(c.SHA256[:4]))
+			// The same version and content already current: nothing to unpack.
+			it.Unchanged = installed[c.Name] == c.Version && isCurrentPackage(it.Target)
 			if strings.HasPrefix(c.Path, "/") {
 				// An absolute install path becomes a symlink to the package's current version.
 				it.link = filepath.Join(e.cfg.FileRoot, filepath.FromSlash(rel))
@@ -332,8 +339,42 @@ func (e *Engine) plan(rec *Record, m *bundle.Manifest, booted string) ([]PlanIte
 				return nil, fmt.Errorf("check component %q: file path: %w", c.Name, err)
 			}
 			it.Target = filepath.Join(e.cfg.FileRoot, filepath.FromSlash(rel))
+			// The same version with the same bytes in place: nothing to
+			// stage (the self-update binary always goes through its check).
+			it.Unchanged = installed[c.Name] == c.Version && !e.isSelf(Progress{Kind: "file", Target: it.Target}) &&
+				sameFile(it.Target, c.Size, c.SHA256)
 		}
 		plan = append(plan, it)
 	}
 	return plan, nil
+}
+
+// isCurrentPackage reports whether versionDir is the package's current
+// version (its current link points at it and it exists).
+func isCurrentPackage(versionDir string) bool {
+	cur, err := os.Readlink(filepath.Join(filepath.Dir(versionDir), currentLink))
+	if err != nil || cur != filepath.Base(versionDir) {
+		return false
+	}
+	fi, err := os.Stat(versionDir)
+	return err == nil && fi.IsDir()
+}
+
+// sameFile reports whether path is a regular file of size bytes whose
+// sha256 is sum.
+func sameFile(path string, size uint64, sum []byte) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() || uint64(fi.Size()) != size {
+		return false
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return false
+	}
+	return bytes.Equal(h.Sum(nil), sum)
 }

@@ -81,6 +81,8 @@ func (e *Engine) commit(ctx context.Context, rec *Record) error {
 		case "file":
 			if e.isSelf(p) {
 				err = e.switchSelf(p)
+			} else if p.Stage == "" {
+				// Unchanged: the installed file stays.
 			} else {
 				err = commitFile(p.Stage, p.Target)
 			}

@@ -281,6 +281,9 @@ func install(ctx context.Context, e *device.Engine, cfg *device.Config, args []s
 		if it.Slot != "" {
 			where = fmt.Sprintf("%s slot %s (%s)", it.Class, it.Slot, it.Target)
 		}
+		if it.Unchanged {
+			where += " (unchanged: already installed, not written)"
+		}
 		fmt.Fprintf(stdout, "  %d. %-16s %-7s %-10s %12d bytes -> %s\n", i+1, it.Component, it.Kind, it.Version, it.Size, where)
 	}
 	return nil
