@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -36,7 +37,10 @@ func NewAPI(h *Hub, list []Token, maxUpload int64) (*API, error) {
 		"GET /api/v1/devices/{id}":                a.showDevice,
 		"POST /api/v1/devices/{id}/accept":        a.setStatus(StatusAccepted),
 		"POST /api/v1/devices/{id}/reject":        a.setStatus(StatusRejected),
+		"POST /api/v1/devices/{id}/reboot":        a.command(h.Reboot),
+		"POST /api/v1/devices/{id}/report":        a.command(h.Report),
 		"POST /api/v1/deployments":                a.deploy,
+		"POST /api/v1/deployments/{id}/cancel":    a.cancelDeployment,
 		"GET /api/v1/deployments/{id}":            a.showDeployment,
 		"GET /api/v1/audit":                       a.audit,
 	}
@@ -84,7 +88,7 @@ func statusOf(err error) int {
 	switch {
 	case errors.Is(err, ErrNotFound):
 		return http.StatusNotFound
-	case errors.Is(err, ErrExists), errors.Is(err, ErrInUse):
+	case errors.Is(err, ErrExists), errors.Is(err, ErrInUse), errors.Is(err, ErrFinished):
 		return http.StatusConflict
 	case errors.Is(err, ErrTooLarge), errors.Is(err, bundle.ErrTooLarge):
 		return http.StatusRequestEntityTooLarge
@@ -267,6 +271,18 @@ type DeployRequest struct {
 	Bundle  string `json:"bundle"`
 	Version string `json:"version"`
 	Device  string `json:"device"`
+	// Reboot is when the device reboots into the installed update: "now"
+	// (default, ""), "window" (inside a maintenance window) or "hub" (when
+	// POST /api/v1/devices/{id}/reboot says so; the deployment waits in state
+	// "waiting-reboot"). A device configured with a stricter policy of its own
+	// (window or hub) keeps it.
+	Reboot string `json:"reboot,omitempty"`
+	// Window, with reboot "window": cron "minute hour day-of-month month
+	// day-of-week" of the window's start, in the device's time zone; "" uses
+	// the window configured on the device (a device without one reboots now).
+	Window string `json:"window,omitempty"`
+	// WindowLength is the window's length in seconds, required with Window.
+	WindowLength int64 `json:"window_length,omitempty"`
 }
 
 func (a *API) deploy(w http.ResponseWriter, r *http.Request, who Token) error {
@@ -279,11 +295,33 @@ func (a *API) deploy(w http.ResponseWriter, r *http.Request, who Token) error {
 	if req.Bundle == "" || req.Version == "" || req.Device == "" {
 		return fmt.Errorf("deployment request needs bundle, version and device: %w", ErrBadRequest)
 	}
-	d, err := a.hub.Deploy(r.Context(), who.Name, req.Bundle, req.Version, req.Device)
+	d, err := a.hub.DeployWith(r.Context(), who.Name, req)
 	if err != nil {
 		return err
 	}
 	return writeJSON(w, http.StatusCreated, d)
+}
+
+func (a *API) cancelDeployment(w http.ResponseWriter, r *http.Request, who Token) error {
+	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	if err != nil {
+		return fmt.Errorf("deployment id %q: %w", r.PathValue("id"), ErrBadRequest)
+	}
+	d, err := a.hub.Cancel(r.Context(), who.Name, id)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, d)
+}
+
+func (a *API) command(fn func(ctx context.Context, actor, device string) (*CommandResult, error)) func(http.ResponseWriter, *http.Request, Token) error {
+	return func(w http.ResponseWriter, r *http.Request, who Token) error {
+		res, err := fn(r.Context(), who.Name, r.PathValue("id"))
+		if err != nil {
+			return err
+		}
+		return writeJSON(w, http.StatusAccepted, res)
+	}
 }
 
 func (a *API) showDeployment(w http.ResponseWriter, r *http.Request, _ Token) error {

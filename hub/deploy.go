@@ -35,11 +35,23 @@ func parseOfferID(s string) (int64, bool) {
 	return id, err == nil && id > 0
 }
 
-// Deploy offers bundle name@version to one accepted device on behalf of actor: it
-// records a deployment, replaces any earlier active deployment of that device, and
-// publishes a retained Offer on the device's offer topic.
+// Deploy offers bundle name@version to one accepted device on behalf of actor,
+// with reboot policy "now": see DeployWith.
 func (h *Hub) Deploy(ctx context.Context, actor, name, version, device string) (*Deployment, error) {
-	dep, ao, offer, err := h.prepare(ctx, name, version, device)
+	return h.DeployWith(ctx, actor, DeployRequest{Bundle: name, Version: version, Device: device})
+}
+
+// DeployWith offers req.Bundle@req.Version to one accepted device on behalf of
+// actor: it records a deployment, replaces any earlier active deployment of that
+// device, and publishes a retained Offer, carrying req's reboot policy, on the
+// device's offer topic.
+func (h *Hub) DeployWith(ctx context.Context, actor string, req DeployRequest) (*Deployment, error) {
+	name, version, device := req.Bundle, req.Version, req.Device
+	policy, err := req.Policy()
+	if err != nil {
+		return nil, err
+	}
+	dep, ao, offer, err := h.prepare(ctx, name, version, device, policy)
 	if err != nil {
 		return nil, err
 	}
@@ -54,7 +66,7 @@ func (h *Hub) Deploy(ctx context.Context, actor, name, version, device string) (
 		h.store.AddStep(ctx, dep.ID, Step{State: DeployFailed, Detail: "publish offer: " + err.Error()})
 		return nil, fmt.Errorf("deploy to %s: publish offer: %w", device, err)
 	}
-	h.audit(ctx, actor, "deploy", device, fmt.Sprintf("bundle=%s@%s deployment=%d", name, version, dep.ID))
+	h.audit(ctx, actor, "deploy", device, fmt.Sprintf("bundle=%s@%s deployment=%d %s", name, version, dep.ID, policyDetail(policy)))
 	h.log.Info("offer published", "device", device, "bundle", name, "version", version, "deployment", dep.ID)
 	return h.store.Deployment(ctx, dep.ID)
 }
@@ -62,7 +74,7 @@ func (h *Hub) Deploy(ctx context.Context, actor, name, version, device string) (
 // prepare checks a deployment and records it, superseding the device's active one.
 // It holds chunkMu, so the bundle cannot be deleted in between and two deployments
 // to one device cannot both stay active.
-func (h *Hub) prepare(ctx context.Context, name, version, device string) (*Deployment, *activeOffer, *transport.Offer, error) {
+func (h *Hub) prepare(ctx context.Context, name, version, device string, policy transport.Policy) (*Deployment, *activeOffer, *transport.Offer, error) {
 	h.chunkMu.Lock()
 	defer h.chunkMu.Unlock()
 	rec, err := h.store.Bundle(ctx, name, version)
@@ -92,7 +104,7 @@ func (h *Hub) prepare(ctx context.Context, name, version, device string) (*Deplo
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	dep := &Deployment{Bundle: name, Version: version, Device: device}
+	dep := &Deployment{Bundle: name, Version: version, Device: device, Steps: []Step{{State: DeployOffered, Detail: policyDetail(policy)}}}
 	if err := h.store.CreateDeployment(ctx, dep); err != nil {
 		return nil, nil, nil, err
 	}
@@ -116,7 +128,7 @@ func (h *Hub) prepare(ctx context.Context, name, version, device string) (*Deplo
 		Issued:   now().Unix(),
 		Expires:  m.Expires,
 		Severity: string(m.Severity),
-		Policy:   transport.Policy{Reboot: transport.RebootNow},
+		Policy:   policy,
 	}
 	return dep, ao, offer, nil
 }
@@ -287,6 +299,12 @@ func (h *Hub) onStatus(ctx context.Context, device string, m transport.Message) 
 		return
 	}
 	state := st.State
+	switch state {
+	case deviceWaitingHub:
+		state = DeployWaitingReboot
+	case deviceWaitingWindow:
+		state = DeployWaitingWindow
+	}
 	final := ""
 	switch strings.ToLower(st.Result) {
 	case "":
@@ -358,4 +376,53 @@ func (h *Hub) withdraw(device string, depID int64) {
 	if err := bus.Withdraw(device); err != nil && !errors.Is(err, transport.ErrClosed) {
 		h.log.Error("withdraw offer", "device", device, "err", err)
 	}
+}
+
+// Status states of the device agent that the hub names differently.
+const (
+	deviceWaitingHub    = "waiting-hub"    // installed, trial slot set, waiting for Cmd reboot
+	deviceWaitingWindow = "waiting-window" // installed, waiting for the maintenance window
+)
+
+// Policy checks the reboot policy of a deployment request and returns the
+// offer's Policy. Reboot "" means "now". Window (cron "m h dom mon dow") and
+// WindowLength go only with reboot "window"; an empty Window leaves the
+// device's own configured window in force.
+func (r DeployRequest) Policy() (transport.Policy, error) {
+	p := transport.Policy{Reboot: r.Reboot}
+	switch r.Reboot {
+	case "", transport.RebootNow:
+		p.Reboot = transport.RebootNow
+	case transport.RebootHub:
+	case transport.RebootWindow:
+		if r.Window == "" {
+			if r.WindowLength != 0 {
+				return p, fmt.Errorf("deployment request: window_length without window: %w", ErrBadRequest)
+			}
+			return p, nil
+		}
+		if n := len(strings.Fields(r.Window)); n != 5 {
+			return p, fmt.Errorf("deployment request: window %q has %d fields, want cron \"minute hour day-of-month month day-of-week\": %w", r.Window, n, ErrBadRequest)
+		}
+		if r.WindowLength <= 0 {
+			return p, fmt.Errorf("deployment request: window %q needs window_length (seconds, > 0): %w", r.Window, ErrBadRequest)
+		}
+		p.Window, p.WindowLength = strings.Join(strings.Fields(r.Window), " "), r.WindowLength
+		return p, nil
+	default:
+		return p, fmt.Errorf("deployment request: reboot %q, want now, window or hub: %w", r.Reboot, ErrBadRequest)
+	}
+	if r.Window != "" || r.WindowLength != 0 {
+		return p, fmt.Errorf("deployment request: window is only for reboot \"window\", not %q: %w", p.Reboot, ErrBadRequest)
+	}
+	return p, nil
+}
+
+// policyDetail describes p in a step or audit detail.
+func policyDetail(p transport.Policy) string {
+	s := "reboot=" + p.Reboot
+	if p.Window != "" {
+		s += fmt.Sprintf(" window=%q length=%ds", p.Window, p.WindowLength)
+	}
+	return s
 }

@@ -10,7 +10,7 @@ type Role string
 
 const (
 	RoleViewer   Role = "viewer"   // read bundles, devices, deployments
-	RoleOperator Role = "operator" // + upload bundles, accept/reject devices, deploy, read the audit log
+	RoleOperator Role = "operator" // + upload bundles, accept/reject devices, deploy, cancel, reboot and report commands, read the audit log
 	RoleAdmin    Role = "admin"    // + delete bundles
 )
 
@@ -84,7 +84,10 @@ var Routes = []struct {
 	{"GET /api/v1/devices/{id}", RoleViewer},
 	{"POST /api/v1/devices/{id}/accept", RoleOperator},
 	{"POST /api/v1/devices/{id}/reject", RoleOperator},
+	{"POST /api/v1/devices/{id}/reboot", RoleOperator},
+	{"POST /api/v1/devices/{id}/report", RoleOperator},
 	{"POST /api/v1/deployments", RoleOperator},
+	{"POST /api/v1/deployments/{id}/cancel", RoleOperator},
 	{"GET /api/v1/deployments/{id}", RoleViewer},
 	{"GET /api/v1/audit", RoleOperator},
 }

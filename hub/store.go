@@ -35,6 +35,8 @@ type Store interface {
 	// UpdateDevice applies fn to the stored device inside a transaction.
 	UpdateDevice(ctx context.Context, id string, fn func(*Device) error) error
 
+	// CreateDeployment stores d (state DeployOffered when empty) with its first
+	// step; d.Steps[0].Detail, when given, is that step's detail.
 	CreateDeployment(ctx context.Context, d *Deployment) error
 	Deployment(ctx context.Context, id int64) (*Deployment, error)
 	// Deployments lists deployments, newest first; device "" means all devices.
@@ -128,11 +130,16 @@ type Deployment struct {
 
 // Deployment states recorded by the hub; device steps in between are stored as reported.
 const (
-	DeployOffered    = "offered"
-	DeploySucceeded  = "succeeded"
-	DeployFailed     = "failed"
-	DeployRolledBack = "rolled-back"
-	DeployCancelled  = "cancelled"
+	DeployOffered = "offered"
+	// DeployWaitingReboot: the device installed the update and set its trial
+	// slot, and waits for the hub's reboot command (reboot policy "hub").
+	DeployWaitingReboot = "waiting-reboot"
+	// DeployWaitingWindow: installed, waiting for the maintenance window.
+	DeployWaitingWindow = "waiting-window"
+	DeploySucceeded     = "succeeded"
+	DeployFailed        = "failed"
+	DeployRolledBack    = "rolled-back"
+	DeployCancelled     = "cancelled"
 )
 
 // Final reports whether a deployment in state s is over.

@@ -384,9 +384,13 @@ func (s *SQLite) CreateDeployment(ctx context.Context, d *Deployment) error {
 		if d.ID, err = res.LastInsertId(); err != nil {
 			return err
 		}
-		d.Steps = []Step{{State: d.State, At: t}}
-		_, err = tx.ExecContext(ctx, `INSERT INTO deployment_steps (deployment, seq, state, detail, at) VALUES (?, 1, ?, '', ?)`,
-			d.ID, d.State, t.UnixNano())
+		detail := "" // a caller may pass the first step's detail in Steps[0]
+		if len(d.Steps) > 0 {
+			detail = d.Steps[0].Detail
+		}
+		d.Steps = []Step{{State: d.State, Detail: detail, At: t}}
+		_, err = tx.ExecContext(ctx, `INSERT INTO deployment_steps (deployment, seq, state, detail, at) VALUES (?, 1, ?, ?, ?)`,
+			d.ID, d.State, detail, t.UnixNano())
 		return err
 	})
 }

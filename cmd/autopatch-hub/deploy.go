@@ -7,18 +7,25 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strconv"
 	"time"
 
 	"github.com/autopatcher/autopatcher/hub"
 )
 
 func deployCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "cancel" {
+		return deployCancel(ctx, args[1:], stdout, stderr)
+	}
 	fs := flag.NewFlagSet("deploy", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	mk := clientFlags(fs)
 	ref := fs.String("bundle", "", "bundle to deploy, NAME@VERSION")
 	device := fs.String("device", "", "device id")
-	wait := fs.Duration("wait", 0, "wait up to this long for the deployment to finish, printing each step (0: do not wait)")
+	reboot := fs.String("reboot", "now", "when the device reboots into the update: now, window (maintenance window) or hub (on: devices reboot ID)")
+	window := fs.String("window", "", "with --reboot window: cron \"minute hour day-of-month month day-of-week\" of the window's start (default: the device's own window)")
+	windowLen := fs.Duration("window-length", 0, "with --window: the window's length, e.g. 2h")
+	wait := fs.Duration("wait", 0, "wait up to this long for the deployment to finish (or to wait for: devices reboot ID), printing each step (0: do not wait)")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -37,19 +44,26 @@ func deployCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	body, _ := json.Marshal(hub.DeployRequest{Bundle: name, Version: version, Device: *device})
+	req := hub.DeployRequest{Bundle: name, Version: version, Device: *device, Reboot: *reboot, Window: *window, WindowLength: int64(windowLen.Seconds())}
+	if *windowLen > 0 && req.WindowLength == 0 {
+		return fmt.Errorf("deploy: --window-length %s: want at least 1s", *windowLen)
+	}
+	if _, err := req.Policy(); err != nil {
+		return fmt.Errorf("deploy: %w", err)
+	}
+	body, _ := json.Marshal(req)
 	var dep hub.Deployment
 	if err := c.do(ctx, "POST", "/api/v1/deployments", bytes.NewReader(body), 0, &dep); err != nil {
 		return err
 	}
 	if !*asJSON {
-		fmt.Fprintf(stdout, "deployment %d: %s@%s to %s: %s\n", dep.ID, dep.Bundle, dep.Version, dep.Device, dep.State)
+		fmt.Fprintf(stdout, "deployment %d: %s@%s to %s: %s (reboot %s)\n", dep.ID, dep.Bundle, dep.Version, dep.Device, dep.State, req.Reboot)
 	}
 	if *wait > 0 {
 		ctx, cancel := context.WithTimeout(ctx, *wait)
 		defer cancel()
 		shown := len(dep.Steps)
-		for !hub.Final(dep.State) {
+		for !hub.Final(dep.State) && dep.State != hub.DeployWaitingReboot {
 			select {
 			case <-ctx.Done():
 				return fmt.Errorf("deploy: deployment %d still %s: %w", dep.ID, dep.State, ctx.Err())
@@ -63,13 +77,48 @@ func deployCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 				fmt.Fprintf(stdout, "  %s %s %s\n", st.At.Format(time.RFC3339), st.State, st.Detail)
 			}
 		}
-		if !*asJSON && dep.State != hub.DeploySucceeded {
+		if dep.State == hub.DeployWaitingReboot {
+			if !*asJSON {
+				fmt.Fprintf(stdout, "deployment %d: %s: the update is installed; reboot with `autopatch-hub devices reboot %s`\n", dep.ID, dep.State, dep.Device)
+			}
+		} else if !*asJSON && dep.State != hub.DeploySucceeded {
 			return fmt.Errorf("deploy: deployment %d ended %s", dep.ID, dep.State)
 		}
 	}
 	if *asJSON {
 		return printJSON(stdout, dep)
 	}
+	return nil
+}
+
+// deployCancel cancels a deployment: the device abandons it, the offer is withdrawn.
+func deployCancel(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("deploy cancel", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	mk := clientFlags(fs)
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return fmt.Errorf("deploy cancel: want one DEPLOYMENT-ID")
+	}
+	id, err := strconv.ParseInt(fs.Arg(0), 10, 64)
+	if err != nil || id <= 0 {
+		return fmt.Errorf("deploy cancel: deployment id %q: want a positive number", fs.Arg(0))
+	}
+	c, err := mk()
+	if err != nil {
+		return err
+	}
+	var dep hub.Deployment
+	if err := c.do(ctx, "POST", fmt.Sprintf("/api/v1/deployments/%d/cancel", id), nil, 0, &dep); err != nil {
+		return err
+	}
+	if *asJSON {
+		return printJSON(stdout, dep)
+	}
+	fmt.Fprintf(stdout, "deployment %d: %s@%s to %s: %s\n", dep.ID, dep.Bundle, dep.Version, dep.Device, dep.State)
 	return nil
 }
 

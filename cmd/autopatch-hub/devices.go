@@ -15,7 +15,7 @@ import (
 
 func devicesCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return fmt.Errorf("devices: want list, show, accept or reject")
+		return fmt.Errorf("devices: want list, show, accept, reject, reboot or report")
 	}
 	sub, args := args[0], args[1:]
 	fs := flag.NewFlagSet("devices "+sub, flag.ContinueOnError)
@@ -72,6 +72,32 @@ func devicesCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 		for _, dep := range d.Deployments {
 			fmt.Fprintf(stdout, "deployment: %d %s@%s %s\n", dep.ID, dep.Bundle, dep.Version, dep.State)
+			if dep.State == hub.DeployWaitingReboot {
+				fmt.Fprintf(stdout, "            installed; waits for `autopatch-hub devices reboot %s`\n", d.ID)
+			}
+		}
+		return nil
+	case "reboot", "report":
+		if fs.NArg() != 1 {
+			return fmt.Errorf("devices %s: want one ID", sub)
+		}
+		var res hub.CommandResult
+		if err := c.do(ctx, "POST", "/api/v1/devices/"+url.PathEscape(fs.Arg(0))+"/"+sub, nil, 0, &res); err != nil {
+			return err
+		}
+		if *asJSON {
+			return printJSON(stdout, res)
+		}
+		fmt.Fprintf(stdout, "%s: %s sent (%s)", res.Device, res.Op, res.ID)
+		if res.Deployment != 0 {
+			fmt.Fprintf(stdout, "; deployment %d is %s", res.Deployment, res.State)
+		}
+		if !res.Online {
+			fmt.Fprint(stdout, "; the device is offline")
+		}
+		fmt.Fprintln(stdout)
+		if sub == "reboot" && res.State != hub.DeployWaitingReboot && res.State != hub.DeployWaitingWindow {
+			fmt.Fprintln(stdout, "note: no deployment waits for a reboot; a device with no installed update waiting ignores the command")
 		}
 		return nil
 	case "accept", "reject":

@@ -36,7 +36,11 @@ commands:
   devices show ID        show a device, its inventory and deployments
   devices accept ID      accept a pending device
   devices reject ID      reject a device
-  deploy                 --bundle NAME@VERSION --device ID [--wait]
+  devices reboot ID      tell a device to reboot into its installed update now
+  devices report ID      ask a device for a fresh inventory report
+  deploy                 --bundle NAME@VERSION --device ID [--reboot now|window|hub]
+                         [--window CRON --window-length DUR] [--wait DUR]
+  deploy cancel DEP-ID   cancel a deployment: the device abandons it
   audit                  print the audit log and whether its hash chain verifies
 
 Client commands take --hub URL (default $AUTOPATCH_HUB or http://127.0.0.1:8080)
