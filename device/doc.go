@@ -41,6 +41,8 @@
 //	    compared with the component's sha256. state.json takes over.
 //	  - try-set: the bootloader tries the target slot once on the next boot
 //	    (one Try for the whole bundle: every image targets the same boot name).
+//	    A try the bootloader refuses (no other bootable slot to fall back to)
+//	    ends the update as abandoned, with the bootloader's error as reason.
 //	  - rebooting: pre-reboot.d hooks, then the reboot, now or when the
 //	    maintenance window opens or when the hub says so (RebootNow).
 //	  - trial: booted on the target slot. The watchdog (/dev/watchdog, or
@@ -74,7 +76,14 @@
 // fsync, the old file hard-linked to state.json.prev (copied instead,
 // through a fsynced temp file, where the file system has no hard links, so
 // the data dir may live on FAT), rename, fsync of the directory. A state.json that does not parse is reported (ErrCorruptState)
-// and the previous copy is used. <data_dir>/install.json is the journal of
+// and the previous copy is used. <data_dir>/boot-confirmed holds the boot
+// id of the last confirmed boot: once per boot, the running slot, when it is
+// the bootloader's primary with no try pending and not the trial of the
+// update under way, is committed again, refilling its boot tries. The
+// daemon does it at start (ConfirmBoot), and Install, Prepare and the
+// bootloader try do it first in the same lock, whichever runs first; after
+// a rollback the slot the device is back on is confirmed at once.
+// <data_dir>/install.json is the journal of
 // a write in progress; <data_dir>/lock serialises the daemon and the
 // command line.
 //

@@ -124,6 +124,9 @@ func (e *Engine) Prepare(ctx context.Context, signedManifest []byte, opts Downlo
 					return nil, err
 				}
 			}
+			if err := e.confirmFirst(rec); err != nil {
+				return nil, err
+			}
 			d.plan, d.booted, d.resumed = plan, booted, true
 			if err := d.open(rec, false); err != nil {
 				return nil, err
@@ -147,6 +150,10 @@ func (e *Engine) Prepare(ctx context.Context, signedManifest []byte, opts Downlo
 	j := journalOf(m, info, plan, booted, rec.SecurityVersion)
 	if _, err := e.runHooks(ctx, HookPreInstall, j, true); err != nil {
 		return nil, fmt.Errorf("pre-install: %w", err)
+	}
+	// Nothing is written on a boot that is not confirmed.
+	if err := e.confirmFirst(rec); err != nil {
+		return nil, err
 	}
 	// A fresh download dir before the state claims one, so no bitmap of an
 	// earlier download can ever count for this one.

@@ -630,6 +630,9 @@ func TestReadBackCatchesBadMedium(t *testing.T) {
 		r.wrap = func(c string, w io.Writer) io.Writer { return &mangler{w: w, at: at} }
 		p := r.build(spec{version: "1.1.0", comps: []comp{image("rootfs", "1.1.0", img)}})
 		e := r.engine()
+		if err := e.ConfirmBoot(context.Background()); err != nil { // as the daemon at boot
+			t.Fatal(err)
+		}
 		before := snapshot(t, r)
 		if _, err := r.install(e, p, InstallOptions{}); !errors.Is(err, ErrVerify) {
 			t.Errorf("byte %d changed on the medium: Install = %v, want ErrVerify", at, err)

@@ -28,6 +28,7 @@ type rig struct {
 	cfg     *Config
 	slots   *slots.Config
 	boot    *sim.Bootloader
+	bl      slots.Bootloader // replaces boot as the engine's bootloader when set
 	key     crypto.Signer
 	trust   *bundle.Trust
 	reboots int
@@ -114,9 +115,13 @@ func (f rebootRecorder) Reboot(context.Context) error {
 // engine is the daemon as it starts after a (simulated) boot.
 func (r *rig) engine() *Engine {
 	r.t.Helper()
+	var bl slots.Bootloader = r.boot
+	if r.bl != nil {
+		bl = r.bl
+	}
 	e, err := New(r.cfg, Options{
 		Slots:      r.slots,
-		Bootloader: r.boot,
+		Bootloader: bl,
 		BootID: func() (string, error) {
 			boots, err := r.boot.Boots()
 			if err != nil || len(boots) == 0 {

@@ -138,6 +138,10 @@ func (e *Engine) Install(ctx context.Context, r io.Reader, opts InstallOptions) 
 	if _, err := e.runHooks(ctx, HookPreInstall, j, true); err != nil {
 		return out, fmt.Errorf("pre-install: %w", err)
 	}
+	// Nothing is written on a boot that is not confirmed.
+	if err := e.confirmFirst(rec); err != nil {
+		return out, err
+	}
 	// From here on the journal says what to clean up if the install stops.
 	if err := e.journal().Save(j); err != nil {
 		return out, err
@@ -377,4 +381,17 @@ func sameFile(path string, size uint64, sum []byte) bool {
 		return false
 	}
 	return bytes.Equal(h.Sum(nil), sum)
+}
+
+// confirmFirst confirms the running boot before an install or a download
+// starts on it (the daemon's ConfirmBoot may not have had the lock yet): a
+// try set later needs the running slot's tries refilled as its fallback.
+// It runs once the bundle passed its checks and the pre-install hooks, so
+// a refused bundle changes nothing.
+func (e *Engine) confirmFirst(rec *Record) error {
+	err := e.confirm(rec)
+	if errors.Is(err, errStrayTrial) {
+		return fmt.Errorf("%w: %v", ErrBusy, err)
+	}
+	return err
 }

@@ -1,6 +1,7 @@
 package device
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -35,6 +36,9 @@ func TestSelfUpdate(t *testing.T) {
 	// A new binary that fails its self-check is never switched to.
 	bad := r.build(spec{name: "agent", version: "1.1.0", comps: []comp{file("autopatchd", "1.1.0", "/usr/bin/autopatchd", fakeDaemon("1.1.0", "broken"))}})
 	e := daemon()
+	if err := e.ConfirmBoot(context.Background()); err != nil { // as the daemon at boot
+		t.Fatal(err)
+	}
 	before := snapshot(t, r)
 	if _, err := r.install(e, bad, InstallOptions{}); !errors.Is(err, ErrSelfCheck) {
 		t.Fatalf("Install of a broken binary = %v, want ErrSelfCheck", err)

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"time"
 )
 
@@ -69,11 +71,13 @@ func (e *Engine) Resume(ctx context.Context) (string, error) {
 	return e.advance(ctx)
 }
 
-// ConfirmBoot runs once per boot, before Resume. With no update under way
-// it commits the running slot again, refilling its boot tries on backends
-// that count them (the boot script counts every boot down; RAUC's
-// mark-good does the same). A trial boot of a slot
-// no update asked for is marked bad and rebooted out of.
+// ConfirmBoot runs once per boot, before Resume. Unless the running boot is
+// the trial of the update under way, it commits the running slot again,
+// refilling its boot tries on backends that count them (the boot script
+// counts every boot down; RAUC's mark-good does the same). A trial boot of
+// a slot no update asked for is marked bad and rebooted out of. Install,
+// Prepare and the bootloader try confirm the boot themselves first, so it
+// does not matter which takes the engine's lock first after a boot.
 func (e *Engine) ConfirmBoot(ctx context.Context) error {
 	unlock, err := e.lock()
 	if err != nil {
@@ -87,12 +91,44 @@ func (e *Engine) ConfirmBoot(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if !terminal(rec.State) {
-		return nil
+	err = e.confirm(rec)
+	if errors.Is(err, errStrayTrial) && terminal(rec.State) {
+		booted, _ := e.o.Booted()
+		e.log.Warn("trial boot without an update under way; marking it bad", "slot", booted)
+		if err := e.o.Bootloader.MarkBad(booted); err != nil {
+			return fmt.Errorf("mark slot %s bad: %w", booted, err)
+		}
+		return e.o.Rebooter.Reboot(ctx)
+	}
+	return err
+}
+
+// errStrayTrial: the running boot is a trial no update asked for.
+var errStrayTrial = errors.New("device: the running boot is a trial no update asked for")
+
+// confirmedName is the file on the data dir holding the boot id of the
+// last boot confirmed.
+const confirmedName = "boot-confirmed"
+
+// confirm confirms the running boot once (the caller holds the lock):
+// with no try pending and the running slot the bootloader's primary, it is
+// committed again, which refills its tries. The trial boot of the update
+// under way is left to the trial's commit. The boot id is recorded, so
+// later calls in the same boot cost one read.
+func (e *Engine) confirm(rec *Record) error {
+	id, _ := e.o.BootID()
+	marker := filepath.Join(e.cfg.DataDir, confirmedName)
+	if id != "" {
+		if b, err := os.ReadFile(marker); err == nil && string(b) == id {
+			return nil
+		}
 	}
 	booted, err := e.o.Booted()
 	if err != nil {
 		return fmt.Errorf("find booted slot: %w", err)
+	}
+	if !terminal(rec.State) && rec.Target != "" && booted == rec.Target {
+		return nil // the trial of this update: its commit confirms it
 	}
 	bs, err := e.o.Bootloader.State()
 	if err != nil {
@@ -102,17 +138,30 @@ func (e *Engine) ConfirmBoot(ctx context.Context) error {
 	// commit (tryboot until the next reboot); only a trial the bootloader
 	// would not boot again by default is one nobody asked for.
 	if bs.Trial != "" && bs.Trial == booted && bs.Primary != booted {
-		e.log.Warn("trial boot without an update under way; marking it bad", "slot", booted)
-		if err := e.o.Bootloader.MarkBad(booted); err != nil {
-			return fmt.Errorf("mark slot %s bad: %w", booted, err)
-		}
-		return e.o.Rebooter.Reboot(ctx)
+		return fmt.Errorf("%w: slot %s", errStrayTrial, booted)
 	}
-	// Only backends that count boot tries need them refilled.
+	// Only backends that count boot tries need them refilled; a pending
+	// try (set on this boot) must not be overwritten.
 	if bs.Pending == "" && booted == bs.Primary && len(bs.Tries) > 0 {
 		if err := e.o.Bootloader.Commit(booted); err != nil {
 			return fmt.Errorf("confirm slot %s: %w", booted, err)
 		}
+		e.log.Info("boot confirmed", "slot", booted)
+	}
+	return e.markConfirmed(id)
+}
+
+// markConfirmed records boot id as confirmed.
+func (e *Engine) markConfirmed(id string) error {
+	if id == "" {
+		return nil
+	}
+	marker := filepath.Join(e.cfg.DataDir, confirmedName)
+	if err := writeFileSync(marker+".tmp", []byte(id), 0o600); err != nil {
+		return fmt.Errorf("record boot confirmation: %w", err)
+	}
+	if err := os.Rename(marker+".tmp", marker); err != nil {
+		return fmt.Errorf("record boot confirmation: %w", err)
 	}
 	return nil
 }
@@ -192,8 +241,16 @@ func (e *Engine) step(ctx context.Context) (bool, string, error) {
 		if onTarget {
 			return true, "", e.save(rec, Trial)
 		}
+		// The try needs the running slot as its fallback: confirm it first.
+		if err := e.confirm(rec); err != nil {
+			e.log.Warn("confirm boot before the try", "err", err)
+		}
 		if err := e.o.Bootloader.Try(rec.Target); err != nil {
-			return false, "", fmt.Errorf("try slot %s: %w", rec.Target, err)
+			// Retrying cannot help a try the bootloader refuses: the
+			// update ends here, reported with the reason.
+			reason := fmt.Sprintf("try slot %s: %v", rec.Target, err)
+			e.log.Error("bootloader refused the try; update abandoned", "slot", rec.Target, "err", err)
+			return false, Abandoned.String(), e.rolledBack(ctx, rec, reason)
 		}
 		if err := e.crashAt("after-try"); err != nil {
 			return false, "", err
@@ -219,7 +276,10 @@ func (e *Engine) step(ctx context.Context) (bool, string, error) {
 		}
 		if bs.Pending != rec.Target {
 			if err := e.o.Bootloader.Try(rec.Target); err != nil {
-				return false, "", fmt.Errorf("try slot %s: %w", rec.Target, err)
+				reason := fmt.Sprintf("try slot %s again before the reboot: %v", rec.Target, err)
+				e.log.Error("bootloader refused the try; update abandoned", "slot", rec.Target, "err", err)
+				rec.State = Written // never booted: abandoned
+				return false, Abandoned.String(), e.rolledBack(ctx, rec, reason)
 			}
 		}
 		// Waiting for the hub or the window is not a transition: nothing is

@@ -67,6 +67,12 @@ func (e *Engine) commit(ctx context.Context, rec *Record) error {
 		if err := e.crashAt("after-bootloader-commit"); err != nil {
 			return err
 		}
+		if booted, err := e.o.Booted(); err == nil && booted == rec.Target {
+			id, _ := e.o.BootID()
+			if err := e.markConfirmed(id); err != nil {
+				e.log.Warn("record boot confirmation", "err", err)
+			}
+		}
 	}
 	for _, p := range rec.Components {
 		var err error
@@ -124,19 +130,23 @@ func (e *Engine) commit(ctx context.Context, rec *Record) error {
 // the bootloader never tries it again by itself, staged packages and files
 // are removed, and the result is recorded.
 func (e *Engine) rolledBack(ctx context.Context, rec *Record, reason string) error {
-	if rec.Target != "" {
-		bs, err := e.o.Bootloader.State()
-		if err == nil && !slices.Contains(bs.Bad, rec.Target) && bs.Primary != rec.Target {
-			if err := e.o.Bootloader.MarkBad(rec.Target); err != nil {
-				return fmt.Errorf("mark slot %s bad: %w", rec.Target, err)
-			}
-		}
-	}
-	cleanStaged(rec.Components)
 	state := RolledBack
 	if rec.State == Written || rec.State == Writing || rec.State == Verifying || rec.State == TrySet {
 		state = Abandoned
 	}
+	if rec.Target != "" {
+		bs, err := e.o.Bootloader.State()
+		if err == nil && !slices.Contains(bs.Bad, rec.Target) && bs.Primary != rec.Target {
+			if err := e.o.Bootloader.MarkBad(rec.Target); err != nil {
+				if state == RolledBack {
+					return fmt.Errorf("mark slot %s bad: %w", rec.Target, err)
+				}
+				// Never tried, so never booted: the update still ends.
+				rec.Warnings = append(rec.Warnings, fmt.Sprintf("mark slot %s bad: %v", rec.Target, err))
+			}
+		}
+	}
+	cleanStaged(rec.Components)
 	hookRec := *rec
 	hookRec.Reason = reason
 	wasFailed := rec.State == Failed
@@ -147,6 +157,13 @@ func (e *Engine) rolledBack(ctx context.Context, rec *Record, reason string) err
 	clearUpdate(rec)
 	if err := e.save(rec, state); err != nil {
 		return err
+	}
+	if state == RolledBack {
+		// Back on the slot that was committed, and running: confirm it
+		// now (its tries refilled) rather than at the next boot.
+		if err := e.confirm(rec); err != nil {
+			e.log.Warn("confirm the slot rolled back to", "err", err)
+		}
 	}
 	if !wasFailed && state == RolledBack {
 		hookRec.State = RolledBack
