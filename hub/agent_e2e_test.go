@@ -58,7 +58,8 @@ func (f *fleet) start() {
 	cfg.HTTP.Addr = "127.0.0.1:0"
 	cfg.MQTT.Addr = f.addr
 	cfg.VendorKeys = []string{f.key}
-	cfg.Tokens = []hub.TokenConfig{{Name: "oscar", Role: hub.RoleOperator, Token: hubtest.OperatorToken}}
+	cfg.Tokens = []hub.TokenConfig{{Name: "oscar", Role: hub.RoleOperator, Token: hubtest.OperatorToken},
+		{Name: "victor", Role: hub.RoleViewer, Token: hubtest.ViewerToken}}
 	var s *hub.Server
 	var err error
 	for range 50 { // the port of the stopped hub may take a moment to free
