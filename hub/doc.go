@@ -52,8 +52,23 @@
 // device's active offer while the device is accepted (else Data with error kind
 // "not-offered"): the signed manifest, or up to min(Window, transport.MaxWindow)
 // stored chunks named by the request's bitmap. Each Status whose state differs
-// from the last recorded one becomes a step; a Status with a Result ends the
-// deployment (succeeded, rolled-back or failed) and withdraws the retained offer.
+// from the last recorded one becomes a step (the device's "waiting-hub" is
+// recorded as "waiting-reboot"); a Status with a Result ends the deployment
+// (succeeded, rolled-back or failed) and withdraws the retained offer.
+//
+// The offer's Policy.Reboot is the request's reboot policy: "now" (default),
+// "window" (Policy.Window, cron "m h dom mon dow", with WindowLength seconds;
+// empty: the device's own window) or "hub" (the device installs, sets its trial
+// slot and waits for a Cmd reboot). Policy.DownloadOnly is never set: the
+// device reports nothing when such a download ends.
+//
+// # Commands
+//
+// Reboot, Report and Cancel publish a transport.Cmd (QoS 1, not retained) on
+// ap/v1/d/{device}/cmd with a fresh id "cmd-…" and the device's active offer
+// id. Cancel first ends the deployment as "cancelled" (later Status about it is
+// ignored), then sends Cmd cancel and withdraws the retained offer. Each is
+// recorded in the audit log (actions reboot, report, cancel).
 //
 // # API and audit
 //
