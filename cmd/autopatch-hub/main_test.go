@@ -80,6 +80,21 @@ func TestCLI(t *testing.T) {
 		{append([]string{"devices", "show"}, append(view, "rpi-7")...), false, "status:    accepted"},
 		{append([]string{"deploy"}, append(view, "--bundle", "app@1.0.0", "--device", "rpi-7")...), true, "role viewer may not"},
 		{append([]string{"deploy"}, append(op, "--bundle", "app@1.0.0", "--device", "rpi-7")...), false, "deployment 1: app@1.0.0 to rpi-7: offered"},
+		{append([]string{"deploy"}, append(op, "--bundle", "app@1.0.0", "--device", "rpi-7", "--reboot", "later")...), true, `reboot "later"`},
+		{append([]string{"deploy"}, append(op, "--bundle", "app@1.0.0", "--device", "rpi-7", "--reboot", "window", "--window", "0 2 * * *")...), true, "needs window_length"},
+		{append([]string{"deploy"}, append(op, "--bundle", "app@1.0.0", "--device", "rpi-7", "--reboot", "hub")...), false, "deployment 2: app@1.0.0 to rpi-7: offered (reboot hub)"},
+		{append([]string{"devices", "reboot"}, append(view, "rpi-7")...), true, "role viewer may not"},
+		{append([]string{"devices", "reboot"}, append(op, "rpi-7")...), false, "rpi-7: reboot sent (cmd-"},
+		{append([]string{"devices", "reboot"}, append(op, "rpi-7")...), false, "no deployment waits for a reboot"},
+		{append([]string{"devices", "report"}, append(op, "rpi-7")...), false, "rpi-7: report sent (cmd-"},
+		{append([]string{"devices", "report"}, append(op, "nobody")...), true, "not found"},
+		{append([]string{"devices", "show"}, append(view, "rpi-7")...), false, "deployment: 2 app@1.0.0 offered"},
+		{append([]string{"deploy", "cancel"}, append(view, "2")...), true, "role viewer may not"},
+		{append([]string{"deploy", "cancel"}, append(op, "2")...), false, "deployment 2: app@1.0.0 to rpi-7: cancelled"},
+		{append([]string{"deploy", "cancel"}, append(op, "2")...), true, "already finished"},
+		{append([]string{"deploy", "cancel"}, append(op, "two")...), true, "want a positive number"},
+		{append([]string{"audit"}, op...), false, "oscar cancel rpi-7 deployment=2"},
+		{append([]string{"audit"}, op...), false, "oscar reboot rpi-7"},
 		{append([]string{"audit"}, op...), false, "hash chain verified"},
 		{[]string{"bundle", "list", "--hub", url, "--token", "wrong-wrong-wrong-wrong"}, true, "unknown API token"},
 		{[]string{"frobnicate"}, true, "unknown command"},
@@ -97,6 +112,47 @@ func TestCLI(t *testing.T) {
 		if !strings.Contains(got, st.want) {
 			t.Errorf("run %v: output %q does not contain %q", st.args, got, st.want)
 		}
+	}
+
+	// deploy --wait returns once the device waits for the hub's reboot.
+	waited := make(chan string, 1)
+	go func() {
+		out, err := runCLI(t, append([]string{"deploy"}, append(op, "--bundle", "app@1.0.0", "--device", "rpi-7", "--reboot", "hub", "--wait", "20s")...)...)
+		if err != nil {
+			out += "error: " + err.Error()
+		}
+		waited <- out
+	}()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, err := s.Hub.Store().Deployment(ctx, 3); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("deployment 3 not created")
+		}
+	}
+	status, _ := transport.Topic("rpi-7", transport.ChStatus)
+	for _, state := range []string{"downloading", "installing", "waiting-hub"} {
+		if err := conn.Publish(ctx, status, &transport.Status{Offer: "dep-3", State: state}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := <-waited
+	for _, want := range []string{" installing ", " waiting-reboot ", "reboot with `autopatch-hub devices reboot rpi-7`"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("deploy --wait output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "error:") {
+		t.Errorf("deploy --wait failed at waiting-reboot:\n%s", out)
+	}
+	if out, err := runCLI(t, append([]string{"devices", "show"}, append(view, "rpi-7")...)...); err != nil ||
+		!strings.Contains(out, "deployment: 3 app@1.0.0 waiting-reboot\n            installed; waits for `autopatch-hub devices reboot rpi-7`") {
+		t.Errorf("devices show: %v\n%s", err, out)
+	}
+	if out, err := runCLI(t, append([]string{"devices", "reboot"}, append(op, "rpi-7")...)...); err != nil ||
+		!strings.Contains(out, "deployment 3 is waiting-reboot") || strings.Contains(out, "no deployment waits") {
+		t.Errorf("devices reboot: %v\n%s", err, out)
 	}
 	t.Setenv("AUTOPATCH_TOKEN", hubtest.ViewerToken)
 	if out, err := runCLI(t, "devices", "list", "--hub", url, "--filter", "online=true"); err != nil || !strings.Contains(out, "rpi-7") {
