@@ -529,12 +529,14 @@ func (a *Agent) runJob(ctx context.Context, o *transport.Offer, rec *offerRecord
 		done, total := d.Count(i)
 		a.status(ctx, rec, transport.Status{State: Downloading.String(), Component: c.Name, Done: uint32(done), Total: uint32(total)})
 	}
+	delta := d.Stats().String()
 	if o.Policy.DownloadOnly {
 		d.Close()
-		a.log.Info("downloaded; installing waits for a later offer", "offer", o.ID)
+		a.log.Info("downloaded; installing waits for a later offer", "offer", o.ID, "delta", delta)
+		a.status(ctx, rec, transport.Status{State: Downloading.String(), Reason: delta})
 		return
 	}
-	a.status(ctx, rec, transport.Status{State: "installing"})
+	a.status(ctx, rec, transport.Status{State: "installing", Reason: delta})
 	if _, err := d.Finish(ctx); err != nil {
 		fail(err)
 		return

@@ -206,7 +206,11 @@
 // resumed download (same bundle, after a disconnect, a daemon restart or a
 // reboot) asks only for the chunks not marked. Image chunks whose hash the
 // chunk index of the active slot lists are copied from it (delta) and
-// checked. Finish reads every component back and compares its sha256,
+// checked. When the download is complete, how many chunks and bytes were
+// fetched and how many copied (Download.Stats, e.g. "fetched 1 of 64 chunks
+// (34 KiB), 63 copied from slot A") is logged, given as the reason of the
+// installing Status, and kept in <data_dir>/last-download.json for
+// Status.Download (`autopatchd status`). Finish reads every component back and compares its sha256,
 // unpacks packages and stages files from the staging files, and continues
 // as an Install after writing. The agent publishes Status at every step:
 // downloading (with chunk progress every progress_every chunks),

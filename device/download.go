@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/autopatcher/autopatcher/bundle"
 	"github.com/autopatcher/autopatcher/slots"
@@ -59,8 +61,60 @@ type Download struct {
 	already bool
 	resumed bool
 
-	mu    sync.Mutex
-	sinks map[int]*sink // by manifest index
+	mu     sync.Mutex
+	sinks  map[int]*sink // by manifest index
+	stats  DownloadStats
+	copied map[[32]byte]bool // hashes of chunks copied from the active slot
+}
+
+// DownloadStats says where the chunks of a download came from: fetched
+// from the hub or copied from the active slot (delta).
+type DownloadStats struct {
+	Bundle       BundleInfo `json:"bundle"`
+	Chunks       int        `json:"chunks"`        // chunks of the components downloaded
+	Fetched      int        `json:"fetched"`       // fetched from the hub by this run
+	FetchedBytes uint64     `json:"fetched_bytes"` // their uncompressed bytes
+	Copied       int        `json:"copied"`        // copied from the active slot by this run
+	CopiedBytes  uint64     `json:"copied_bytes"`
+	From         string     `json:"from,omitempty"`    // the active slot chunks are copied from
+	Earlier      int        `json:"earlier,omitempty"` // already written before a resume
+	Time         time.Time  `json:"time"`
+}
+
+// String is the summary shown to operators, e.g. "fetched 1 of 64 chunks
+// (34 KiB), 63 copied from slot A".
+func (s DownloadStats) String() string {
+	out := fmt.Sprintf("fetched %d of %d chunks (%s), %d copied", s.Fetched, s.Chunks, sizeString(s.FetchedBytes), s.Copied)
+	if s.From != "" {
+		out += " from slot " + s.From
+	}
+	if s.Earlier > 0 {
+		out += fmt.Sprintf(", %d fetched before a resume", s.Earlier)
+	}
+	return out
+}
+
+func sizeString(n uint64) string {
+	switch {
+	case n >= 10<<20:
+		return fmt.Sprintf("%d MiB", n>>20)
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%d KiB", (n+512)>>10)
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+// downloadStatsName is the file on the data dir with the stats of the last
+// download that finished.
+const downloadStatsName = "last-download.json"
+
+// Stats returns where the chunks of this download came from so far.
+func (d *Download) Stats() DownloadStats {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.stats
 }
 
 // sink is where the chunks of one component go.
@@ -202,6 +256,8 @@ func (d *Download) open(rec *Record, fresh bool) error {
 			}
 		}
 	}
+	d.stats = DownloadStats{Bundle: d.info}
+	d.copied = map[[32]byte]bool{}
 	for _, it := range d.plan {
 		if it.Unchanged {
 			continue // nothing to fetch: the installed copy stays
@@ -224,6 +280,11 @@ func (d *Download) open(rec *Record, fresh bool) error {
 			return err
 		}
 		d.sinks[it.index] = s
+		d.stats.Chunks += len(c.Chunks)
+		d.stats.Earlier += s.count
+		if s.local != nil {
+			d.stats.From = d.booted
+		}
 	}
 	return nil
 }
@@ -325,9 +386,26 @@ func (d *Download) Local(comp int) interface {
 	ReadChunk(sum, dst []byte) (bool, error)
 } {
 	if s := d.sinks[comp]; s != nil && s.local != nil {
-		return s.local
+		return countingLocal{d, s.local}
 	}
 	return nil
+}
+
+// countingLocal remembers which chunks were copied from the active slot,
+// so MarkDone can tell them from fetched ones.
+type countingLocal struct {
+	d *Download
+	l *localChunks
+}
+
+func (c countingLocal) ReadChunk(sum, dst []byte) (bool, error) {
+	ok, err := c.l.ReadChunk(sum, dst)
+	if ok && err == nil {
+		c.d.mu.Lock()
+		c.d.copied[[32]byte(sum)] = true
+		c.d.mu.Unlock()
+	}
+	return ok, err
 }
 
 // Count returns how many chunks of component comp are written, and its total.
@@ -362,6 +440,14 @@ func (d *Download) MarkDone(comp, idx int) error {
 	}
 	s.bits[idx/8] |= 1 << (idx % 8)
 	s.count++
+	ch := &s.c.Chunks[idx]
+	if len(ch.SHA256) == sha256.Size && d.copied[[32]byte(ch.SHA256)] {
+		d.stats.Copied++
+		d.stats.CopiedBytes += uint64(ch.Length)
+	} else {
+		d.stats.Fetched++
+		d.stats.FetchedBytes += uint64(ch.Length)
+	}
 	s.dirty++
 	if s.dirty >= markFlushEvery {
 		return s.flush()
@@ -447,6 +533,14 @@ func (d *Download) Finish(ctx context.Context) (Outcome, error) {
 		return out, fmt.Errorf("%w: state %s", ErrNoDownload, rec.State)
 	}
 	out.State = rec.State
+	stats := d.Stats()
+	stats.Time = e.o.Now().UTC()
+	e.log.Info("download finished", "bundle", d.info.Name, "version", d.info.Version, "chunks", stats.Chunks,
+		"fetched", stats.Fetched, "fetched_bytes", stats.FetchedBytes, "copied", stats.Copied,
+		"copied_bytes", stats.CopiedBytes, "from", stats.From, "earlier", stats.Earlier, "summary", stats.String())
+	if err := e.saveDownloadStats(stats); err != nil {
+		e.log.Warn("save download stats", "err", err)
+	}
 	j := journalOf(d.m, d.info, d.plan, d.booted, rec.SecurityVersion)
 	j.Offer, j.Reboot = rec.Offer, rec.Reboot
 	err = d.place(ctx, j)
@@ -632,4 +726,30 @@ func (l *localChunks) close() {
 	if l.f != nil {
 		l.f.Close()
 	}
+}
+
+// saveDownloadStats keeps the stats of the last finished download for Status.
+func (e *Engine) saveDownloadStats(s DownloadStats) error {
+	b, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	p := filepath.Join(e.cfg.DataDir, downloadStatsName)
+	if err := writeFileSync(p+".tmp", b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(p+".tmp", p)
+}
+
+// lastDownload reads the stats of the last finished download, nil if none.
+func (e *Engine) lastDownload() *DownloadStats {
+	b, err := os.ReadFile(filepath.Join(e.cfg.DataDir, downloadStatsName))
+	if err != nil {
+		return nil
+	}
+	var s DownloadStats
+	if json.Unmarshal(b, &s) != nil {
+		return nil
+	}
+	return &s
 }

@@ -260,6 +260,8 @@ type Status struct {
 	SecurityVersion uint64            `json:"security_version"`
 	Last            *Result           `json:"last,omitempty"`
 	Reason          string            `json:"reason,omitempty"`
+	// Download: where the chunks of the last finished download came from.
+	Download *DownloadStats `json:"download,omitempty"`
 }
 
 // Status reports the persisted state and the bootloader's view.
@@ -271,7 +273,7 @@ func (e *Engine) Status() (Status, error) {
 	st := Status{
 		State: rec.State, Bundle: rec.Bundle, Target: rec.Target, Components: rec.Components,
 		Current: rec.Current, Installed: e.installed(rec), SecurityVersion: rec.SecurityVersion,
-		Last: rec.Last, Reason: rec.Reason,
+		Last: rec.Last, Reason: rec.Reason, Download: e.lastDownload(),
 	}
 	st.Booted, _ = e.o.Booted()
 	st.Boot, err = e.o.Bootloader.State()

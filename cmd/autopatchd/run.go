@@ -324,6 +324,12 @@ func status(e *device.Engine, args []string, stdout io.Writer) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(st)
 	}
+	writeStatus(stdout, st)
+	return nil
+}
+
+// writeStatus prints st for people.
+func writeStatus(stdout io.Writer, st device.Status) {
 	fmt.Fprintf(stdout, "state:            %s\n", st.State)
 	fmt.Fprintf(stdout, "booted:           %s (primary %s", st.Booted, st.Boot.Primary)
 	if st.Boot.Pending != "" {
@@ -350,6 +356,9 @@ func status(e *device.Engine, args []string, stdout io.Writer) error {
 		}
 		fmt.Fprintln(stdout)
 	}
+	if d := st.Download; d != nil {
+		fmt.Fprintf(stdout, "last download:    %s %s at %s: %s\n", d.Bundle.Name, d.Bundle.Version, d.Time.Format(time.RFC3339), d)
+	}
 	names := make([]string, 0, len(st.Installed))
 	for n := range st.Installed {
 		names = append(names, n)
@@ -358,7 +367,6 @@ func status(e *device.Engine, args []string, stdout io.Writer) error {
 	for _, n := range names {
 		fmt.Fprintf(stdout, "  %-16s %s\n", n, st.Installed[n])
 	}
-	return nil
 }
 
 // progress draws a one-line progress bar on a terminal.

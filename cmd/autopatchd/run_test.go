@@ -163,3 +163,15 @@ func TestUsage(t *testing.T) {
 		t.Errorf("missing config accepted")
 	}
 }
+
+func TestStatusShowsLastDownload(t *testing.T) {
+	st := device.Status{State: device.Committed, Download: &device.DownloadStats{
+		Bundle: device.BundleInfo{Name: "gateway", Version: "2.2.0"}, Chunks: 64, Fetched: 1, FetchedBytes: 34 << 10,
+		Copied: 63, CopiedBytes: 63 << 16, From: "A", Time: time.Date(2026, 11, 22, 3, 0, 0, 0, time.UTC)}}
+	var b strings.Builder
+	writeStatus(&b, st)
+	want := "last download:    gateway 2.2.0 at 2026-11-22T03:00:00Z: fetched 1 of 64 chunks (34 KiB), 63 copied from slot A\n"
+	if !strings.Contains(b.String(), want) {
+		t.Errorf("status:\n%s\nwant a line %q", b.String(), want)
+	}
+}
