@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/autopatcher/autopatcher/bundle"
 	"github.com/autopatcher/autopatcher/device"
@@ -297,5 +298,48 @@ func TestAgentReport(t *testing.T) {
 	})
 	if code, _ := api.do("POST", "/api/v1/devices/nobody/report", hubtest.OperatorToken, nil); code != 404 {
 		t.Errorf("report to an unknown device: %d, want 404", code)
+	}
+}
+
+// TestAgentRebootWindow: with reboot policy "window" and a window that is
+// closed now, the device installs and waits ("waiting-window"); the hub's
+// reboot command reboots it before the window, and the trial commits.
+func TestAgentRebootWindow(t *testing.T) {
+	ctx := context.Background()
+	img := hubtest.Payload(94, 512<<10)
+	f, b := cmdFleet(t, img)
+	e := b.engine()
+	d := b.runDaemon(f, "sim-1", e, nil)
+	closed := fmt.Sprintf("0 %d * * *", (time.Now().Hour()+12)%24) // twelve hours away, in the device's zone
+	dep, err := f.server().Hub.DeployWith(ctx, "oscar", hub.DeployRequest{Bundle: "os", Version: "1.1.0", Device: "sim-1",
+		Reboot: "window", Window: closed, WindowLength: 60})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "deployment waiting-window", func() bool { return deployState(t, f, dep.ID) == hub.DeployWaitingWindow })
+	if n := b.reboots.Load(); n != 0 {
+		t.Fatalf("the board rebooted outside its window")
+	}
+	res, err := f.server().Hub.Reboot(ctx, "oscar", "sim-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.State != hub.DeployWaitingWindow {
+		t.Errorf("reboot answer state %q, want waiting-window", res.State)
+	}
+	waitReboots(t, b, 1)
+	d.stop()
+	e, state := b.reboot(ctx)
+	if state != device.Committed.String() {
+		t.Fatalf("after the reboot the engine is %q, want committed", state)
+	}
+	b.runDaemon(f, "sim-1", e, nil)
+	if got, want := steps(t, f.server(), dep.ID), "offered downloading installing waiting-window rebooting committed succeeded"; got != want {
+		t.Errorf("hub recorded %q, want %q", got, want)
+	}
+	slotHolds(t, b, "b", img)
+	first, _ := f.server().Hub.Store().Deployment(ctx, dep.ID)
+	if want := fmt.Sprintf("reboot=window window=%q length=60s", closed); first.Steps[0].Detail != want {
+		t.Errorf("offered step detail %q, want %q", first.Steps[0].Detail, want)
 	}
 }
