@@ -185,14 +185,15 @@ func TestAgentCancel(t *testing.T) {
 		b.runDaemon(f, "sim-1", e, func(_, _ string, done, n int) {
 			total.Store(int64(n))
 			if done >= n/3 {
+				// On the fetching goroutine, so the download cannot finish
+				// before the hub has withdrawn the offer (it refuses every
+				// chunk request after that).
 				once.Do(func() {
-					go func() { // not on the fetching goroutine: the agent stops it
-						defer close(cancelled)
-						id := <-depID
-						if code, body := api.do("POST", fmt.Sprintf("/api/v1/deployments/%d/cancel", id), hubtest.OperatorToken, nil); code != 200 {
-							t.Errorf("cancel: %d %s", code, body)
-						}
-					}()
+					defer close(cancelled)
+					id := <-depID
+					if code, body := api.do("POST", fmt.Sprintf("/api/v1/deployments/%d/cancel", id), hubtest.OperatorToken, nil); code != 200 {
+						t.Errorf("cancel: %d %s", code, body)
+					}
 				})
 			}
 		})
