@@ -344,3 +344,45 @@ func TestUBootConfirm(t *testing.T) {
 		}
 	})
 }
+
+// TestConfirmAfterUnconfirmedBoots: the committed slot booted until its
+// tries ran out without the daemon confirming any of those boots (it
+// crashed, or power was cut early each time). The bootloader now reports
+// the running boot like a trial; it is still the slot in use, so the
+// daemon refills its tries and neither marks it bad nor reboots.
+func TestConfirmAfterUnconfirmedBoots(t *testing.T) {
+	ctx := context.Background()
+	r := newRig(t)
+	if _, err := r.install(r.engine(), r.build(spec{version: "1.1.0", comps: []comp{image("rootfs", "1.1.0", randomBytes(1, 100<<10))}}), InstallOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, status := r.reboot(sim.Default); status != Committed.String() {
+		t.Fatalf("1.1.0: %s", status)
+	}
+	for range sim.DefaultTries {
+		if booted, err := r.boot.Reboot(); err != nil || booted != "B" {
+			t.Fatalf("Reboot() = %q, %v; want B", booted, err)
+		}
+	}
+	if got := simTries(t, r, "B"); got != 0 {
+		t.Fatalf("tries of B after %d unconfirmed boots = %d, want 0", sim.DefaultTries, got)
+	}
+	r.mu.Lock()
+	reboots := r.reboots
+	r.mu.Unlock()
+	if err := r.engine().ConfirmBoot(ctx); err != nil {
+		t.Fatalf("ConfirmBoot: %v", err)
+	}
+	r.mu.Lock()
+	if r.reboots != reboots {
+		t.Errorf("ConfirmBoot rebooted %d times, want none", r.reboots-reboots)
+	}
+	r.mu.Unlock()
+	bs, err := r.boot.State()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bs.Primary != "B" || bs.Tries["B"] != sim.DefaultTries || len(bs.Bad) != 0 {
+		t.Errorf("after ConfirmBoot: primary %s, tries of B %d, bad %v; want B, %d, none", bs.Primary, bs.Tries["B"], bs.Bad, sim.DefaultTries)
+	}
+}

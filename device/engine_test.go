@@ -672,6 +672,7 @@ func TestConfirmBoot(t *testing.T) {
 		{"no counts no write", slots.BootState{Primary: "A"}, "", 0},
 		{"committed trial still flagged", slots.BootState{Primary: "A", Trial: "A"}, "", 0},
 		{"unknown trial", slots.BootState{Primary: "B", Trial: "A"}, "bad A", 1},
+		{"counted tries ran out unconfirmed", slots.BootState{Primary: "B", Trial: "A", Tries: map[string]int{"A": 0, "B": 3}}, "commit A", 0},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

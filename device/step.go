@@ -134,15 +134,26 @@ func (e *Engine) confirm(rec *Record) error {
 	if err != nil {
 		return fmt.Errorf("read bootloader state: %w", err)
 	}
-	// A backend may keep reporting the running boot as a trial after the
-	// commit (tryboot until the next reboot); only a trial the bootloader
-	// would not boot again by default is one nobody asked for.
-	if bs.Trial != "" && bs.Trial == booted && bs.Primary != booted {
+	// A slot this engine already gave up on (its trial failed or its update
+	// was abandoned) is never confirmed: if the bootloader runs it anyway,
+	// that is a trial nobody asked for.
+	if terminal(rec.State) && (rec.State == RolledBack || rec.State == Abandoned) && rec.Target == booted {
+		return fmt.Errorf("%w: slot %s", errStrayTrial, booted)
+	}
+	// A backend without try counters (tryboot) reports a trial only when
+	// the firmware really made a one-shot try; one that no update asked for
+	// is not kept. (A backend that may keep reporting the running boot as a
+	// trial after the commit has made it the primary by then.)
+	if len(bs.Tries) == 0 && bs.Trial != "" && bs.Trial == booted && bs.Primary != booted {
 		return fmt.Errorf("%w: slot %s", errStrayTrial, booted)
 	}
 	// Only backends that count boot tries need them refilled; a pending
-	// try (set on this boot) must not be overwritten.
-	if bs.Pending == "" && booted == bs.Primary && len(bs.Tries) > 0 {
+	// try (set on this boot) must not be overwritten. The running slot is
+	// confirmed even when it is not the primary any more: its tries ran
+	// down over boots the daemon never confirmed (a crash, or power cut
+	// early each time), and without a refill the next boot would fall back
+	// to the other slot, which may hold anything.
+	if bs.Pending == "" && len(bs.Tries) > 0 && (booted == bs.Primary || bs.Tries[booted] < bs.Tries[bs.Primary] || bs.Primary == "") {
 		if err := e.o.Bootloader.Commit(booted); err != nil {
 			return fmt.Errorf("confirm slot %s: %w", booted, err)
 		}
