@@ -191,6 +191,10 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.reportResult(ctx)
 		case <-hello.C:
 			a.hello(ctx)
+		case <-conn.Reconnected():
+			// The hub may have restarted or missed what happened while the
+			// link was down: tell it the inventory again.
+			a.hello(ctx)
 		}
 	}
 }

@@ -277,3 +277,38 @@ func TestAgentOfferWithdrawn(t *testing.T) {
 		t.Errorf("after the withdrawal: state %s, last %+v", rec.State, rec.Last)
 	}
 }
+
+// TestAgentHelloAfterReconnect: when the broker drops the device, the agent
+// sends its inventory again as soon as the link is back, so a hub that
+// restarted or missed events learns the device's state without waiting
+// for the hourly report.
+func TestAgentHelloAfterReconnect(t *testing.T) {
+	r := newRig(t)
+	h := newHubSide(t)
+	r.startAgent(h, r.engine())
+	hellos := func() int {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return len(h.hellos)
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitFor("the first Hello", func() bool { return hellos() >= 1 })
+	before := hellos()
+	waitFor("the broker to drop dev-1", func() bool { return h.broker.Kick("dev-1") })
+	waitFor("a Hello after the reconnect", func() bool { return hellos() > before })
+	h.mu.Lock()
+	last := h.hellos[len(h.hellos)-1]
+	h.mu.Unlock()
+	if last.Device != "dev-1" {
+		t.Errorf("Hello after reconnect from %q, want dev-1", last.Device)
+	}
+}

@@ -229,10 +229,11 @@ func (c *Conn) await(ctx context.Context) (*link, error) {
 	}
 }
 
-// reconnected returns a channel closed when the next connection is up (its
-// subscriptions restored). The Fetcher uses it to ask again at once for what
-// a lost link may have swallowed.
-func (c *Conn) reconnected() <-chan struct{} {
+// Reconnected returns a channel closed when the next connection is up (its
+// subscriptions restored); call it again for the connection after that. The
+// Fetcher uses it to ask again at once for what a lost link may have
+// swallowed; a device agent, to send its inventory again.
+func (c *Conn) Reconnected() <-chan struct{} {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.reup

@@ -447,8 +447,8 @@ func (f *Fetcher) fetch(ctx context.Context, r Request) error {
 // reconnected returns a channel closed when the link's connection comes
 // back after a loss, or nil when the link does not tell.
 func (f *Fetcher) reconnected() <-chan struct{} {
-	if r, ok := f.link.(interface{ reconnected() <-chan struct{} }); ok {
-		return r.reconnected()
+	if r, ok := f.link.(interface{ Reconnected() <-chan struct{} }); ok {
+		return r.Reconnected()
 	}
 	return nil
 }
