@@ -665,8 +665,13 @@ func (a *Agent) onCmd(ctx context.Context, c *transport.Cmd) {
 		job := a.job
 		a.mu.Unlock()
 		if job != "" && (c.Offer == "" || c.Offer == job) {
+			// The job may already have installed the update: it reports
+			// "waiting-reboot" before its goroutine ends. Stopping it is
+			// not enough then; the installed update is abandoned below.
 			a.stopJob(errCancelled)
-			return
+			if r, _ := a.loadOffer(); r != nil {
+				rec = r // the job may have reported its end already
+			}
 		}
 		if c.Offer != "" && rec.ID != c.Offer {
 			return

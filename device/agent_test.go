@@ -312,3 +312,67 @@ func TestAgentHelloAfterReconnect(t *testing.T) {
 		t.Errorf("Hello after reconnect from %q, want dev-1", last.Device)
 	}
 }
+
+// TestAgentCancelWhileJobEnds: the hub learns "waiting-hub" before the
+// job's goroutine has ended, so its cancel may find the job still
+// registered; stopping the job is then not enough, the installed update
+// must be abandoned too.
+func TestAgentCancelWhileJobEnds(t *testing.T) {
+	tests := []struct {
+		name  string
+		offer string // the cancel command's offer
+	}{
+		{"this offer", "dep-1"},
+		{"any offer", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t)
+			h := newHubSide(t)
+			p := r.build(spec{version: "1.1.0", security: 1, comps: []comp{image("rootfs", "1.1.0", randomBytes(7, 256<<10))}})
+			stop := r.startAgent(h, r.engine())
+			o := h.offer("dev-1", "dep-1", p, r.trust, transport.Policy{Reboot: transport.RebootHub}, 0)
+			h.waitState(o.ID, "waiting-hub")
+			stop()
+			e := r.engine()
+			if st := r.state(e); st.State != Rebooting {
+				t.Fatalf("installed update in state %s, want %s", st.State, Rebooting)
+			}
+
+			// Not connected: what it would publish is dropped.
+			a, err := NewAgent(e, HubConfig{Servers: []string{h.broker.URL()}, DeviceID: "dev-1"}, AgentOptions{Logger: quietLog()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The job of the offer: installed, still registered, ending.
+			jctx, cancel := context.WithCancelCause(context.Background())
+			done := make(chan struct{})
+			a.job, a.jobCancel, a.jobDone = o.ID, cancel, done
+			go func() {
+				defer close(done)
+				<-jctx.Done()
+				a.mu.Lock()
+				a.job, a.jobCancel, a.jobDone = "", nil, nil
+				a.mu.Unlock()
+			}()
+			a.onCmd(context.Background(), &transport.Cmd{ID: "c1", Op: transport.CmdCancel, Offer: tc.offer})
+
+			if cause := context.Cause(jctx); !errors.Is(cause, errCancelled) {
+				t.Errorf("job stopped with %v, want %v", cause, errCancelled)
+			}
+			if st := r.state(e); st.State != Abandoned || st.Bundle != nil {
+				t.Errorf("after cancel: state %s, bundle %v, want %s and none", st.State, st.Bundle, Abandoned)
+			}
+			if bs, _ := r.boot.State(); bs.Pending != "" {
+				t.Errorf("bootloader still tries %s after cancel", bs.Pending)
+			}
+			rec, err := a.loadOffer()
+			if err != nil || rec == nil || rec.ID != o.ID || !rec.Done || rec.Result != "failed" {
+				t.Errorf("offer record %+v (%v), want %s done and failed", rec, err, o.ID)
+			}
+			if n := r.rebootCount(); n != 0 {
+				t.Errorf("rebooted %d times", n)
+			}
+		})
+	}
+}
