@@ -134,6 +134,13 @@ func (b *Broker) Clients() int {
 	return n
 }
 
+// Connections returns the number of network connections the broker is serving. A
+// connection counts until the broker has finished with it, including the hub's
+// presence update for its disconnect.
+func (b *Broker) Connections() int {
+	return int(atomic.LoadInt64(&b.srv.Info.ClientsConnected))
+}
+
 // Send publishes m to device as the hub (QoS 1); offers are retained.
 func (b *Broker) Send(device string, m transport.Message) error {
 	ch := transport.ChannelOf(m)
@@ -221,7 +228,7 @@ func (h *brokerHook) ID() string { return "autopatch-auth" }
 
 func (h *brokerHook) Provides(b byte) bool {
 	switch b {
-	case mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnSessionEstablished, mqtt.OnDisconnect:
+	case mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnSessionEstablish, mqtt.OnDisconnect:
 		return true
 	}
 	return false
@@ -255,13 +262,25 @@ func (h *brokerHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool 
 	return ok
 }
 
-func (h *brokerHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
+// Presence follows the broker's session handover. OnSessionEstablish runs for an
+// authenticated connection before the broker takes an older connection of the same
+// client id over and before it sends CONNACK; the older connection's OnDisconnect runs
+// later, in that connection's own goroutine. So the newest connection claims the id
+// here, and a disconnect counts only from the connection that still holds the claim.
+// The Gate is told under the same lock as the claim changes, so its updates land in
+// the order of the claims: a device whose newer connection is up is never left
+// offline by its older connection's late disconnect.
+//
+// Known limit: if sending CONNACK fails, the broker calls no further hook for that
+// connection, so the device stays online until its next connection ends.
+
+func (h *brokerHook) OnSessionEstablish(cl *mqtt.Client, _ packets.Packet) {
 	if cl.Net.Inline {
 		return
 	}
 	h.mu.Lock()
+	defer h.mu.Unlock()
 	h.current[cl.ID] = cl
-	h.mu.Unlock()
 	if h.gate != nil {
 		h.gate.Connected(cl.ID)
 	}
@@ -272,13 +291,12 @@ func (h *brokerHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
 		return
 	}
 	h.mu.Lock()
-	live := h.current[cl.ID] == cl
-	if live {
-		delete(h.current, cl.ID)
+	defer h.mu.Unlock()
+	if h.current[cl.ID] != cl {
+		return // taken over by a newer connection of the same device: not offline
 	}
-	h.mu.Unlock()
-	// A session taken over by a newer connection of the same device is not "offline".
-	if live && h.gate != nil {
+	delete(h.current, cl.ID)
+	if h.gate != nil {
 		h.gate.Disconnected(cl.ID)
 	}
 }

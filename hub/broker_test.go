@@ -110,24 +110,38 @@ func TestBrokerACL(t *testing.T) {
 func TestPresence(t *testing.T) {
 	ctx := context.Background()
 	s := hubtest.Start(t, "", nil)
-	online := func(want bool) func() bool {
-		return func() bool {
-			d, err := s.Hub.Store().Device(ctx, "dev-p")
-			return err == nil && d.Online == want && !d.LastSeen.IsZero()
-		}
+	online := func() bool {
+		d, err := s.Hub.Store().Device(ctx, "dev-p")
+		return err == nil && d.Online && !d.LastSeen.IsZero()
 	}
+	// The hub marks a device online before the broker acknowledges its connection.
 	c := connect(t, s, "dev-p", "pw")
-	waitFor(t, "dev-p online", online(true))
-	// A second connection with the same id takes the session over; closing the old
-	// one must not mark the device offline.
+	if !online() {
+		t.Error("device not online once its connection is acknowledged")
+	}
+	// A second connection with the same id takes the session over and the broker
+	// closes the old one; neither the takeover nor the old connection's disconnect
+	// may mark the device offline.
 	c2 := connect(t, s, "dev-p", "pw")
-	c.Disconnect(&paho.Disconnect{})
-	time.Sleep(100 * time.Millisecond)
-	if d, _ := s.Hub.Store().Device(ctx, "dev-p"); !d.Online {
+	if !online() {
+		t.Error("device not online once its newer connection is acknowledged")
+	}
+	select {
+	case <-c.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("older connection not closed by the takeover")
+	}
+	// Once the broker has finished with the old connection (its disconnect handled),
+	// only the new one remains.
+	waitFor(t, "old connection handled", func() bool { return s.Broker.Connections() == 1 })
+	if !online() {
 		t.Error("device offline although its newer connection is up")
 	}
 	c2.Disconnect(&paho.Disconnect{})
-	waitFor(t, "dev-p offline", online(false))
+	waitFor(t, "last connection handled", func() bool { return s.Broker.Connections() == 0 })
+	if d, err := s.Hub.Store().Device(ctx, "dev-p"); err != nil || d.Online {
+		t.Errorf("device online after its last connection closed (err %v)", err)
+	}
 }
 
 func TestRejectDisconnects(t *testing.T) {
