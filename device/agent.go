@@ -174,6 +174,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.reportResult(ctx)
 	a.log.Info("connected to the hub", "servers", strings.Join(a.cfg.Servers, ","))
 
+	up := conn.Reconnected()
 	poll := time.NewTicker(a.cfg.Poll.D())
 	defer poll.Stop()
 	hello := time.NewTicker(max(a.cfg.HelloInterval.D(), time.Second))
@@ -191,9 +192,12 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.reportResult(ctx)
 		case <-hello.C:
 			a.hello(ctx)
-		case <-conn.Reconnected():
+		case <-up:
 			// The hub may have restarted or missed what happened while the
-			// link was down: tell it the inventory again.
+			// link was down: tell it the inventory again. The next
+			// connection's channel is taken before the Hello, so a reconnect
+			// during it is not missed.
+			up = conn.Reconnected()
 			a.hello(ctx)
 		}
 	}
