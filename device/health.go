@@ -56,7 +56,7 @@ func (c *Checker) Run(ctx context.Context) error {
 		if err == nil {
 			return nil
 		}
-		if ctx.Err() != nil && last != nil {
+		if cutShort(ctx) && last != nil {
 			// The deadline cut this round short; the previous round's
 			// failure is the one that says what is wrong.
 			return last
@@ -68,6 +68,17 @@ func (c *Checker) Run(ctx context.Context) error {
 		case <-time.After(retry):
 		}
 	}
+}
+
+// cutShort reports whether ctx's deadline has passed. A socket deadline
+// taken from ctx can fire a moment before ctx itself reports it, so the
+// clock is asked as well as ctx.Err.
+func cutShort(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	d, ok := ctx.Deadline()
+	return ok && !time.Now().Before(d)
 }
 
 // round runs each check once: uptime, units, HTTP, executables.
