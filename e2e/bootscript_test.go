@@ -66,7 +66,7 @@ func TestBootScriptAB(t *testing.T) {
 				ok = false
 			}
 		}
-		report(t, ok, "%s on disk (uenv + fw_printenv): %v, want %v", f.name, f.vars, want)
+		report(t, ok, "%s on disk (slots + fw_printenv): %v, want %v", f.name, f.vars, want)
 	}
 	if ts := stampOf(log, "init started"); ts >= 0 {
 		fmt.Printf("TIME  kernel start -> /init first line: %.2fs (guest clock); whole run %.1fs wall\n", ts, el.Seconds())

@@ -25,7 +25,7 @@
 // boot.scr, the kernel's, and guestinit's "AP-E2E [seconds] ..." lines,
 // stamped with CLOCK_BOOTTIME so they line up with printk times), and the
 // disk afterwards: uboot.env and uboot-redund.env through mtools, decoded by
-// e2e/uenv and by Debian's fw_printenv; autopatchd's state.json through
+// the slots package and by Debian's fw_printenv; autopatchd's state.json through
 // debugfs after replaying the ext4 journal on a copy of the data partition.
 //
 // What the host writes between boots: /e2e-queue on the data partition, a

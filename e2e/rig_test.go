@@ -21,7 +21,7 @@ import (
 	"time"
 
 	"github.com/autopatcher/autopatcher/e2e/disk"
-	"github.com/autopatcher/autopatcher/e2e/uenv"
+	"github.com/autopatcher/autopatcher/slots"
 )
 
 // rig holds the shared inputs of every scenario: kernel, modules, boot
@@ -40,6 +40,10 @@ type rig struct {
 
 // ubootBin is Debian's U-Boot for qemu-system-arm -M virt (u-boot-qemu).
 const ubootBin = "/usr/lib/u-boot/qemu_arm/u-boot.bin"
+
+// envSize is the size of uboot.env and uboot-redund.env, what boot.cmd
+// imports and exports.
+const envSize = 0x4000
 
 // errNoTool means a Debian tool the tests run is not installed.
 var errNoTool = errors.New("tool not installed")
@@ -291,7 +295,7 @@ func (r *rig) slotImage(name string, initrd []byte) (string, error) {
 // the factory env (A first, full tries) on the boot partition.
 func (r *rig) diskImage(name, slotA, slotB string, data map[string][]byte) (string, error) {
 	ctx := context.Background()
-	env, err := uenv.Encode(map[string]string{"BOOT_ORDER": "A B", "BOOT_A_LEFT": "3", "BOOT_B_LEFT": "3"}, uenv.Size)
+	env, err := slots.EncodeEnv(slots.Env{"BOOT_ORDER": "A B", "BOOT_A_LEFT": "3", "BOOT_B_LEFT": "3"}, envSize, false, 0)
 	if err != nil {
 		return "", err
 	}
@@ -442,7 +446,7 @@ func (v *vm) text() string {
 }
 
 // readEnvFiles extracts uboot.env and uboot-redund.env from the boot
-// partition of img with mtools and decodes them with uenv and fw_printenv.
+// partition of img with mtools and decodes them with the slots package and with fw_printenv.
 func (r *rig) readEnvFiles(t *testing.T, img string) (primary, redund map[string]string) {
 	t.Helper()
 	dir := t.TempDir()
@@ -461,7 +465,7 @@ func (r *rig) readEnvFiles(t *testing.T, img string) (primary, redund map[string
 		if err != nil {
 			t.Fatal(err)
 		}
-		vars, err := uenv.Decode(b)
+		vars, _, err := slots.DecodeEnv(b, false)
 		if err != nil {
 			t.Errorf("decode %s: %v", name, err)
 			continue
@@ -477,7 +481,7 @@ func (r *rig) readEnvFiles(t *testing.T, img string) (primary, redund map[string
 		}
 		for _, l := range strings.Split(strings.TrimSpace(string(fb)), "\n") {
 			if k, v, ok := strings.Cut(l, "="); ok && vars[k] != v {
-				t.Errorf("%s: fw_printenv says %s=%q, uenv says %q", name, k, v, vars[k])
+				t.Errorf("%s: fw_printenv says %s=%q, slots says %q", name, k, v, vars[k])
 			}
 		}
 		out[name] = vars

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/autopatcher/autopatcher/e2e/uenv"
+	"github.com/autopatcher/autopatcher/slots"
 	"golang.org/x/sys/unix"
 )
 
@@ -16,6 +16,7 @@ const (
 	dataDir    = "/data/autopatcher" // autopatchd's data_dir
 	envPrimary = "/boot/uboot.env"
 	envRedund  = "/boot/uboot-redund.env"
+	envSize    = 0x4000 // what boot.cmd imports and exports
 	stateDir   = "/data/e2e"
 )
 
@@ -24,8 +25,8 @@ func readEnv() (map[string]string, error) {
 	for _, p := range []string{envPrimary, envRedund} {
 		b, err := os.ReadFile(p)
 		if err == nil {
-			var vars map[string]string
-			if vars, err = uenv.Decode(b); err == nil {
+			var vars slots.Env
+			if vars, _, err = slots.DecodeEnv(b, false); err == nil {
 				return vars, nil
 			}
 		}
@@ -65,7 +66,7 @@ func writeFileSync(path string, b []byte) error {
 // writeEnv writes the second copy first, then the primary, as the boot
 // script does.
 func writeEnv(vars map[string]string) error {
-	b, err := uenv.Encode(vars, uenv.Size)
+	b, err := slots.EncodeEnv(vars, envSize, false, 0)
 	if err != nil {
 		return err
 	}
