@@ -49,6 +49,13 @@ func (m *Mosquitto) URL() string { return "mqtt://" + m.Addr }
 // at the end of the test.
 func StartMosquitto(t testing.TB, creds map[string]string) *Mosquitto {
 	t.Helper()
+	return StartMosquittoACL(t, creds, mosquittoACL)
+}
+
+// StartMosquittoACL is StartMosquitto with acl as the content of mosquitto's
+// acl_file instead of the built-in one, for callers testing a shipped ACL.
+func StartMosquittoACL(t testing.TB, creds map[string]string, acl string) *Mosquitto {
+	t.Helper()
 	bin, err := exec.LookPath("mosquitto")
 	if err != nil {
 		for _, p := range []string{"/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"} {
@@ -82,7 +89,7 @@ func StartMosquitto(t testing.TB, creds map[string]string) *Mosquitto {
 		}
 	}
 	aclFile := filepath.Join(dir, "acl")
-	if err := os.WriteFile(aclFile, []byte(mosquittoACL), 0o600); err != nil {
+	if err := os.WriteFile(aclFile, []byte(acl), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	port := freePort(t)
