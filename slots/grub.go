@@ -203,7 +203,7 @@ func (g *Grub) store(e *GrubEnv, gb grubBoot) error {
 	if cur, err := os.ReadFile(g.path); err == nil && string(cur) == string(b) {
 		return nil
 	}
-	return replaceFile(g.path, b, 0o644, g.wrap)
+	return ReplaceFile(g.path, b, 0o644, g.wrap)
 }
 
 func (g *Grub) known(slot string) error {

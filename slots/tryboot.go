@@ -203,7 +203,7 @@ func (t *Tryboot) write(a Autoboot) error {
 	if cur, err := os.ReadFile(t.autoboot); err == nil && bytes.Equal(cur, b) {
 		return nil
 	}
-	return replaceFile(t.autoboot, b, 0o644, t.wrap)
+	return ReplaceFile(t.autoboot, b, 0o644, t.wrap)
 }
 
 // FirmwareBoot reads the firmware's report of the running boot.
@@ -301,7 +301,7 @@ func (t *Tryboot) Try(slot string) error {
 	if err := os.MkdirAll(filepath.Dir(t.rebootParam), 0o755); err != nil {
 		return fmt.Errorf("try slot %s: set reboot parameter: %w", slot, err)
 	}
-	if err := replaceFile(t.rebootParam, []byte(TrybootRebootArg), 0o644, nil); err != nil {
+	if err := ReplaceFile(t.rebootParam, []byte(TrybootRebootArg), 0o644, nil); err != nil {
 		return fmt.Errorf("try slot %s: set reboot parameter: %w", slot, err)
 	}
 	return nil

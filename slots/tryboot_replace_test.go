@@ -10,12 +10,12 @@ import (
 func TestReplaceFile(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "f")
-	if err := replaceFile(path, []byte("one"), 0o600, nil); err != nil {
+	if err := ReplaceFile(path, []byte("one"), 0o600, nil); err != nil {
 		t.Fatal(err)
 	}
 	// A leftover temporary file (power cut) is replaced, never appended to.
 	os.WriteFile(path+".tmp", []byte("stale stale stale"), 0o600)
-	if err := replaceFile(path, []byte("two"), 0o600, nil); err != nil {
+	if err := ReplaceFile(path, []byte("two"), 0o600, nil); err != nil {
 		t.Fatal(err)
 	}
 	got, _ := os.ReadFile(path)
@@ -28,7 +28,7 @@ func TestReplaceFile(t *testing.T) {
 	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o600 {
 		t.Errorf("mode %v, want 0600", fi.Mode().Perm())
 	}
-	if err := replaceFile(filepath.Join(dir, "missing", "f"), []byte("x"), 0o600, nil); err == nil {
+	if err := ReplaceFile(filepath.Join(dir, "missing", "f"), []byte("x"), 0o600, nil); err == nil {
 		t.Error("replace in a missing directory succeeded")
 	}
 }
@@ -62,7 +62,7 @@ func BenchmarkReplaceFile(b *testing.B) {
 		ref += time.Since(start)
 		start = time.Now()
 		for r := 0; r < rounds; r++ {
-			if err := replaceFile(filepath.Join(dir, "replaced"), data, 0o644, nil); err != nil {
+			if err := ReplaceFile(filepath.Join(dir, "replaced"), data, 0o644, nil); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -531,7 +531,7 @@ func (osFS) WriteAt(path string, off int64, b []byte) error {
 }
 
 func (osFS) Replace(path string, b []byte) error {
-	return replaceFile(path, b, 0o644, nil)
+	return ReplaceFile(path, b, 0o644, nil)
 }
 
 func (osFS) Stat(path string) (int64, bool, error) {

@@ -2,12 +2,13 @@ package sim
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"slices"
+
+	"github.com/autopatcher/autopatcher/slots"
 )
 
 // File names inside the simulator's directory.
@@ -134,44 +135,29 @@ func writeState(dir string, st *state, tear int) error {
 		return fmt.Errorf("encode sim state: %w", err)
 	}
 	data = append(data, '\n')
-	tmp := filepath.Join(dir, tempName)
-	// A leftover from an interrupted write is removed, not truncated.
-	if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("write sim state: %w", err)
-	}
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-	if err != nil {
-		return fmt.Errorf("write sim state: %w", err)
-	}
+	var wrap func(io.Writer) io.Writer
 	if tear >= 0 {
-		if tear > len(data) {
-			tear = len(data)
-		}
-		_, err := f.Write(data[:tear])
-		f.Close()
-		return errors.Join(fmt.Errorf("write sim state: %w after %d of %d bytes", ErrPowerCut, tear, len(data)), err)
+		wrap = func(w io.Writer) io.Writer { return &tornWriter{w: w, left: min(tear, len(data)), total: len(data)} }
 	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
+	if err := slots.ReplaceFile(filepath.Join(dir, stateName), data, 0o644, wrap); err != nil {
 		return fmt.Errorf("write sim state: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("write sim state: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write sim state: %w", err)
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, stateName)); err != nil {
-		return fmt.Errorf("write sim state: %w", err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("write sim state: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("write sim state: sync dir: %w", err)
 	}
 	return nil
+}
+
+// tornWriter passes on left bytes, then fails as a power cut would; data
+// holds the whole write, so it is called once.
+type tornWriter struct {
+	w                    io.Writer
+	left, written, total int
+}
+
+func (t *tornWriter) Write(p []byte) (int, error) {
+	n, err := t.w.Write(p[:min(len(p), t.left)])
+	t.left -= n
+	t.written += n
+	if err == nil && t.left == 0 { // the cut comes before the fsync and rename, even when every byte got out
+		err = fmt.Errorf("%w after %d of %d bytes", ErrPowerCut, t.written, t.total)
+	}
+	return n, err
 }

@@ -9,12 +9,12 @@ import (
 	"syscall"
 )
 
-// replaceFile replaces path with data the only way that survives a power
+// ReplaceFile replaces path with data the only way that survives a power
 // cut on any filesystem, FAT included: write path.tmp, fsync it, rename it
 // over path, fsync the directory. The live file is never opened for
 // writing, so it always holds the old or the new content. wrap, if not nil,
 // wraps the temporary file's writer (tests use it to cut writes short).
-func replaceFile(path string, data []byte, perm os.FileMode, wrap func(io.Writer) io.Writer) error {
+func ReplaceFile(path string, data []byte, perm os.FileMode, wrap func(io.Writer) io.Writer) error {
 	tmp := path + ".tmp"
 	// A leftover from an interrupted write is removed, not truncated.
 	if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
