@@ -110,22 +110,7 @@ func newBoard(t *testing.T, trust *bundle.Trust) *board {
 }
 
 // engine is the daemon's engine as it starts after a (simulated) boot.
-func (b *board) engine() *device.Engine {
-	e, err := device.New(b.cfg, device.Options{
-		Slots: b.slots, Bootloader: b.boot, Rebooter: boardRebooter{b}, Health: b.health, Trust: b.trust,
-		BootID: func() (string, error) {
-			boots, err := b.boot.Boots()
-			if err != nil || len(boots) == 0 {
-				return "0", err
-			}
-			return strconv.Itoa(boots[len(boots)-1].N), nil
-		},
-	})
-	if err != nil {
-		b.t.Fatal(err)
-	}
-	return e
-}
+func (b *board) engine() *device.Engine { return b.engineWith(boardRebooter{b}) }
 
 // daemon is the agent of a board as autopatchd runs it after each boot.
 type daemon struct {

@@ -83,9 +83,13 @@ slots:
 }
 
 // engine is the daemon as it starts after a (simulated) boot.
-func (b *simBoard) engine() *device.Engine {
+func (b *simBoard) engine() *device.Engine { return b.engineWith(countReboots{b}) }
+
+// engineWith is the daemon as it starts after a (simulated) boot, restarting
+// the board through r; every simulated board's engine is made here.
+func (b *simBoard) engineWith(r device.Rebooter) *device.Engine {
 	e, err := device.New(b.cfg, device.Options{
-		Slots: b.slots, Bootloader: b.boot, Rebooter: countReboots{b}, Health: b.health, Trust: b.trust,
+		Slots: b.slots, Bootloader: b.boot, Rebooter: r, Health: b.health, Trust: b.trust,
 		BootID: func() (string, error) {
 			boots, err := b.boot.Boots()
 			if err != nil || len(boots) == 0 {
