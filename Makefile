@@ -6,6 +6,11 @@ CMDS := autopatchd autopatch-hub mkbundle
 FUZZTIME ?= 60s
 BENCHTIME ?= 1x
 LDFLAGS := -s -w
+# Compiler flags of every autopatchd build, one -gcflags per line of
+# scripts/autopatchd.gcflags (which says why); the other binaries use the defaults.
+GCFLAGS := $(addprefix -gcflags=,$(shell grep -v '^\#' scripts/autopatchd.gcflags))
+# Every command and tool but autopatchd.
+OTHERCMDS = $(filter-out %/cmd/autopatchd,$(shell $(GO) list ./cmd/... ./tools/...))
 # Cross targets for `make check`: GOOS/GOARCH[/GOARM].
 CROSS := linux/arm/6 linux/arm/7 linux/arm64 linux/amd64
 
@@ -15,7 +20,8 @@ all: build ## build host binaries into bin/
 
 build: ## build host binaries into bin/
 	@mkdir -p $(BIN)
-	$(GO) build -trimpath -o $(BIN)/ ./cmd/... ./tools/...
+	$(GO) build -trimpath $(GCFLAGS) -o $(BIN)/ ./cmd/autopatchd
+	$(GO) build -trimpath -o $(BIN)/ $(OTHERCMDS)
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -32,7 +38,8 @@ check: ## gofmt, go vet, and cross-compile every binary for every target (prints
 	@set -e; for t in $(CROSS); do \
 	  IFS=/ read -r os arch arm <<<"$$t"; \
 	  dir=$(BIN)/cross/$$os-$$arch$${arm:+v$$arm}; mkdir -p $$dir; \
-	  CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch GOARM=$$arm $(GO) build -trimpath -ldflags='$(LDFLAGS)' -o $$dir/ ./cmd/... ./tools/...; \
+	  CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch GOARM=$$arm $(GO) build -trimpath -ldflags='$(LDFLAGS)' $(GCFLAGS) -o $$dir/ ./cmd/autopatchd; \
+	  CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch GOARM=$$arm $(GO) build -trimpath -ldflags='$(LDFLAGS)' -o $$dir/ $(OTHERCMDS); \
 	  for f in $$dir/*; do stat -c '%s %n' $$f | awk -v t=$$t '{n=split($$2,p,"/"); printf "%-14s %-16s %6.2f MiB\n", t, p[n], $$1/1048576}'; done; \
 	done
 	@size=$$(stat -c %s $(BIN)/cross/linux-armv7/autopatchd); limit=$$((8 * 1048576)); \

@@ -138,10 +138,24 @@ func newRig() (*rig, error) {
 	return r, nil
 }
 
-// goBuild cross-compiles a package for the guest (linux/arm GOARM=7, static).
+// goBuild cross-compiles a package for the guest (linux/arm GOARM=7,
+// static); autopatchd gets the compiler flags it ships with, from
+// scripts/autopatchd.gcflags.
 func (r *rig) goBuild(pkg, name string) ([]byte, error) {
 	out := filepath.Join(r.work, name)
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", out, pkg)
+	args := []string{"build", "-trimpath", "-ldflags=-s -w"}
+	if pkg == "./cmd/autopatchd" {
+		b, err := os.ReadFile(filepath.Join(r.root, "scripts", "autopatchd.gcflags"))
+		if err != nil {
+			return nil, fmt.Errorf("read gcflags: %w", err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+				args = append(args, "-gcflags="+line)
+			}
+		}
+	}
+	cmd := exec.Command("go", append(args, "-o", out, pkg)...)
 	cmd.Dir = r.root
 	cmd.Env = append(os.Environ(), "GOOS=linux", "GOARCH=arm", "GOARM=7", "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
