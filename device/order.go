@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/Masterminds/semver/v3"
-
 	"github.com/autopatcher/autopatcher/bundle"
 )
 
@@ -99,11 +97,11 @@ func satisfies(version string, d bundle.Dependency) error {
 	if d.Constraint == "" {
 		return nil
 	}
-	c, err := semver.NewConstraint(d.Constraint)
+	c, err := bundle.ParseConstraint(d.Constraint)
 	if err != nil {
 		return fmt.Errorf("constraint %q: %v", d.Constraint, err)
 	}
-	v, err := semver.NewVersion(version)
+	v, err := bundle.ParseLooseVersion(version)
 	if err != nil {
 		return fmt.Errorf("version %q: %v", version, err)
 	}
