@@ -77,6 +77,7 @@ func (e *Engine) writeImage(ctx context.Context, s *chunkStream, it PlanItem, c 
 		flushed = rb.flushed
 	}
 	fw := newFlushWriter(f, flushed)
+	defer spareProc()()
 	var w io.Writer = fw
 	if e.o.wrapSlot != nil {
 		w = e.o.wrapSlot(it.Component, w)

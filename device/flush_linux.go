@@ -21,13 +21,18 @@ const flushEvery = 8 << 20
 const flushAhead = 4
 
 // Direct (O_DIRECT) slot writes: the payload is gathered into page-aligned
-// staging buffers of directBuf bytes, and a second goroutine writes each
-// full one straight from it to the medium (no copy into the page cache, no
-// writeback, no dirty pages for the final fsync) while the next is filled.
+// staging buffers of directBuf bytes, or written straight from the
+// caller's buffer where it lies page-aligned (WriteOwned), by directQD
+// goroutines so that the medium always has the next write queued while
+// the last one completes (no copy into the page cache, no writeback, no
+// dirty pages for the final fsync).
 const (
-	directBuf   = 512 << 10
-	directBufs  = 2
-	directAlign = 4096 // O_DIRECT offset, length and address alignment
+	directBuf      = 512 << 10
+	directBufs     = 4       // staging buffers: one filling, the rest held by queued writes
+	directQD       = 1       // writing goroutines
+	directMaxWrite = 4 << 20 // bytes per pwritev at most
+	directMaxIov   = 64      // buffers per pwritev at most (IOV_MAX is 1024)
+	directAlign    = 4096    // O_DIRECT offset, length and address alignment
 )
 
 // newFlushWriter returns the writer of an image slot opened as f. It
@@ -104,29 +109,39 @@ func (w *flushWriter) Close() error {
 // directWriter writes a slot sequentially from offset 0 through an
 // O_DIRECT handle of the same file. Write copies into the current staging
 // buffer (a memcpy, far cheaper than the kernel's copy into the page cache
-// plus writeback) and hands it to the writing goroutine when full; at
-// most directBufs buffers exist. Close writes the unaligned tail through
-// the ordinary handle f, whose fsync then covers everything.
+// plus writeback) and queues it when full; WriteOwned queues a caller's
+// buffer that lies in memory as in the file without copying its whole
+// pages. directQD goroutines write the queue, so a write is always waiting
+// at the medium when one completes; completions are reported to flushed
+// in file order. At most directBufs staging buffers exist. Close writes
+// the unaligned tail through the ordinary handle f, whose fsync then
+// covers everything.
 type directWriter struct {
 	f, d    *os.File
 	flushed func(off, n int64)
 	cur     []byte // staging buffer being filled
 	n       int    // bytes in cur
 	off     int64  // file offset of cur[0]
+	seq     uint64 // sequence number of the next queued write
 	free    chan []byte
-	full    chan dblock
-	done    chan struct{}
+	jobs    chan *djob
+	wg      sync.WaitGroup // the writing goroutines
 	release []func()
 
-	pending sync.WaitGroup // buffers handed to the goroutine, not yet written
-
-	mu  sync.Mutex
-	err error // first write error of the goroutine
+	mu     sync.Mutex
+	err    error            // first write error
+	next   uint64           // sequence number of the next write to report to flushed
+	landed map[uint64]*djob // written, waiting for earlier ones to be reported
 }
 
-type dblock struct {
-	b   []byte
-	off int64
+// djob is one queued write: iov at off, then after runs (buffers go back
+// to their owners).
+type djob struct {
+	iov   [][]byte
+	off   int64
+	n     int64
+	seq   uint64
+	after []func()
 }
 
 func newDirectWriter(f *os.File, flushed func(off, n int64)) (*directWriter, error) {
@@ -138,7 +153,7 @@ func newDirectWriter(f *os.File, flushed func(off, n int64)) (*directWriter, err
 		return nil, err
 	}
 	w := &directWriter{f: f, d: d, flushed: flushed,
-		free: make(chan []byte, directBufs), full: make(chan dblock, directBufs), done: make(chan struct{})}
+		free: make(chan []byte, directBufs), jobs: make(chan *djob, directBufs), landed: map[uint64]*djob{}}
 	for range directBufs {
 		b, rel, err := mmapBuf(directBuf)
 		if err != nil {
@@ -150,22 +165,88 @@ func newDirectWriter(f *os.File, flushed func(off, n int64)) (*directWriter, err
 		w.free <- b
 	}
 	w.cur = <-w.free
-	go w.run()
+	w.wg.Add(directQD)
+	for range directQD {
+		go w.run()
+	}
 	return w, nil
 }
 
 func (w *directWriter) run() {
-	defer close(w.done)
-	for blk := range w.full {
-		if w.failed() == nil {
-			if _, err := w.d.WriteAt(blk.b, blk.off); err != nil {
-				w.fail(fmt.Errorf("write slot at %d: %w", blk.off, err))
-			} else if w.flushed != nil {
-				w.flushed(blk.off, int64(len(blk.b)))
+	defer w.wg.Done()
+	var batch []*djob
+	var iov [][]byte
+	for j := range w.jobs {
+		// The writes queued behind j go out with it in one pwritev (they
+		// are back to back): fewer, larger writes, and the medium is not
+		// left idle while this goroutine waits to run between them.
+		batch, iov = append(batch[:0], j), append(iov[:0], j.iov...)
+		n := j.n
+	more:
+		for n < directMaxWrite && len(iov) < directMaxIov-2 {
+			select {
+			case k, ok := <-w.jobs:
+				if !ok {
+					break more
+				}
+				batch, iov = append(batch, k), append(iov, k.iov...)
+				n += k.n
+			default:
+				break more
 			}
 		}
-		w.free <- blk.b[:cap(blk.b)]
-		w.pending.Done()
+		var err error
+		if w.failed() == nil {
+			err = w.pwritev(iov, j.off)
+		}
+		for _, k := range batch {
+			for _, fn := range k.after {
+				fn()
+			}
+			w.landedJob(k, err)
+		}
+	}
+}
+
+// pwritev writes all of iov at off.
+func (w *directWriter) pwritev(iov [][]byte, off int64) error {
+	var n int64
+	for _, b := range iov {
+		n += int64(len(b))
+	}
+	for done := int64(0); done < n; {
+		m, err := unix.Pwritev(int(w.d.Fd()), iov, off+done)
+		if err != nil {
+			return fmt.Errorf("write slot at %d: %w", off+done, err)
+		}
+		if m == 0 {
+			return fmt.Errorf("write slot at %d: %w", off+done, io.ErrShortWrite)
+		}
+		done += int64(m)
+		iov = advance(iov, m)
+	}
+	return nil
+}
+
+// landedJob records that j was written (or failed with err) and reports
+// every write now complete up to the first one still in flight.
+func (w *directWriter) landedJob(j *djob, err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err != nil && w.err == nil {
+		w.err = err
+	}
+	w.landed[j.seq] = j
+	for {
+		k, ok := w.landed[w.next]
+		if !ok {
+			return
+		}
+		delete(w.landed, w.next)
+		w.next++
+		if w.err == nil && w.flushed != nil && k.n > 0 {
+			w.flushed(k.off, k.n)
+		}
 	}
 }
 
@@ -183,18 +264,22 @@ func (w *directWriter) failed() error {
 	return w.err
 }
 
+// submit queues a write of iov at the current offset and advances it.
+func (w *directWriter) submit(iov [][]byte, after ...func()) {
+	j := &djob{iov: iov, off: w.off, seq: w.seq, after: after}
+	for _, b := range iov {
+		j.n += int64(len(b))
+	}
+	w.seq++
+	w.off += j.n
+	w.jobs <- j
+}
+
 func (w *directWriter) Write(b []byte) (int, error) {
 	if err := w.failed(); err != nil {
 		return 0, err
 	}
 	total := len(b)
-	if len(b) >= 2*directAlign && w.inPlace(b) {
-		if err := w.writeInPlace(b); err != nil {
-			w.fail(err)
-			return 0, err
-		}
-		return total, nil
-	}
 	for len(b) > 0 {
 		c := copy(w.cur[w.n:], b)
 		w.n += c
@@ -206,11 +291,28 @@ func (w *directWriter) Write(b []byte) (int, error) {
 	return total, nil
 }
 
-// queue hands the full staging buffer to the writing goroutine.
+// WriteOwned writes b, which the caller leaves untouched until done is
+// called: whole pages of a b that lies in memory as in the file are
+// written straight from it, later, by the writing goroutines; anything
+// else is copied (see Write) and done is called at once.
+func (w *directWriter) WriteOwned(b []byte, done func()) error {
+	if len(b) < 2*directAlign || !w.inPlace(b) {
+		_, err := w.Write(b)
+		done()
+		return err
+	}
+	if err := w.failed(); err != nil {
+		done()
+		return err
+	}
+	w.writeInPlace(b, done)
+	return nil
+}
+
+// queue hands the full staging buffer to the writing goroutines.
 func (w *directWriter) queue() {
-	w.pending.Add(1)
-	w.full <- dblock{w.cur[:w.n], w.off}
-	w.off += int64(w.n)
+	buf := w.cur
+	w.submit([][]byte{buf[:w.n]}, func() { w.free <- buf[:cap(buf)] })
 	w.cur, w.n = <-w.free, 0
 }
 
@@ -223,11 +325,11 @@ func (w *directWriter) inPlace(b []byte) bool {
 	return (int64(uintptr(unsafe.Pointer(&b[0])))-pos)%directAlign == 0
 }
 
-// writeInPlace writes b without copying its whole pages: the staging
+// writeInPlace queues b without copying its whole pages: the staging
 // buffer is completed up to the next page boundary with b's head, and
-// written together with b's whole pages in one pwritev (after anything
-// queued before); b's tail starts the staging buffer again.
-func (w *directWriter) writeInPlace(b []byte) error {
+// written together with b's whole pages in one pwritev; b's tail starts
+// the next staging buffer. done runs once the write is complete.
+func (w *directWriter) writeInPlace(b []byte, done func()) {
 	pos := w.off + int64(w.n)
 	head := int((directAlign - pos%directAlign) % directAlign)
 	if w.n+head >= len(w.cur) { // the page ends the staging buffer: fill and send it
@@ -240,32 +342,18 @@ func (w *directWriter) writeInPlace(b []byte) error {
 	w.n += copy(w.cur[w.n:], b[:head])
 	b = b[head:]
 	mid := len(b) &^ (directAlign - 1)
-	w.pending.Wait() // the goroutine's writes come first, for flushed's order
-	if err := w.failed(); err != nil {
-		return err
+	// The tail is copied before the write is queued: once written, b
+	// belongs to its owner again.
+	tail := b[mid:]
+	if w.n == 0 {
+		w.n = copy(w.cur, tail)
+		w.submit([][]byte{b[:mid]}, done)
+		return
 	}
-	iov := [][]byte{b[:mid]}
-	if w.n > 0 {
-		iov = [][]byte{w.cur[:w.n], b[:mid]}
-	}
-	n := w.n + mid
-	for done := 0; done < n; {
-		m, err := unix.Pwritev(int(w.d.Fd()), iov, w.off+int64(done))
-		if err != nil {
-			return fmt.Errorf("write slot at %d: %w", w.off+int64(done), err)
-		}
-		if m == 0 {
-			return fmt.Errorf("write slot at %d: %w", w.off+int64(done), io.ErrShortWrite)
-		}
-		done += m
-		iov = advance(iov, m)
-	}
-	if w.flushed != nil && n > 0 {
-		w.flushed(w.off, int64(n))
-	}
-	w.off += int64(n)
-	w.n = copy(w.cur, b[mid:])
-	return nil
+	buf, next := w.cur, <-w.free
+	n := copy(next, tail)
+	w.submit([][]byte{buf[:w.n], b[:mid]}, done, func() { w.free <- buf[:cap(buf)] })
+	w.cur, w.n = next, n
 }
 
 // advance drops the first m bytes of iov.
@@ -284,23 +372,22 @@ func advance(iov [][]byte, m int) [][]byte {
 // Close waits for the queued writes and writes the rest: its aligned part
 // directly, the last partial page through f. On failure it closes f.
 func (w *directWriter) Close() error {
-	close(w.full)
-	<-w.done
-	err := w.failed()
-	if err == nil && w.n > 0 {
+	if w.jobs == nil {
+		return w.failed()
+	}
+	if err := w.failed(); err == nil && w.n > 0 {
 		if a := w.n &^ (directAlign - 1); a > 0 {
-			if _, werr := w.d.WriteAt(w.cur[:a], w.off); werr != nil {
-				err = fmt.Errorf("write slot at %d: %w", w.off, werr)
-			} else if w.flushed != nil {
-				w.flushed(w.off, int64(a))
-			}
-			w.off += int64(a)
+			w.submit([][]byte{w.cur[:a]})
 			w.cur, w.n = w.cur[a:w.n], w.n-a
 		}
-		if err == nil && w.n > 0 {
-			if _, werr := w.f.WriteAt(w.cur[:w.n], w.off); werr != nil {
-				err = fmt.Errorf("write slot at %d: %w", w.off, werr)
-			}
+	}
+	close(w.jobs)
+	w.wg.Wait()
+	w.jobs = nil
+	err := w.failed()
+	if err == nil && w.n > 0 {
+		if _, werr := w.f.WriteAt(w.cur[:w.n], w.off); werr != nil {
+			err = fmt.Errorf("write slot at %d: %w", w.off, werr)
 		}
 	}
 	w.d.Close()

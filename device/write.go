@@ -11,6 +11,7 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 
 	"github.com/autopatcher/autopatcher/bundle"
 )
@@ -21,18 +22,35 @@ import (
 //	reader goroutine:   one ReadAt per batch of consecutive stored chunks
 //	                    (up to batchBytes) into a pooled buffer
 //	verify goroutines:  Component.VerifyChunk (sha256, zstd) of each chunk
-//	                    of a batch, one goroutine per CPU, batches in parallel
-//	caller:             Write to the slot in chunk order, one Write per run
-//	                    of raw chunks, buffer back to the pool
+//	                    of a batch, one goroutine per CPU, batches in
+//	                    parallel; each yields after a batch
+//	caller:             hands verified runs of chunks, in chunk order, to
+//	                    the slot writer (WriteOwned: no copy), which
+//	                    writes them from its own goroutine and returns the
+//	                    buffer to the pool once written
 //
 // Batching keeps syscalls and goroutine hand-offs per byte low (chunks
 // average 64 KiB). At most pipelineDepth batch buffers (each batchBytes,
 // at least bundle.MaxChunk) exist at a time, so memory does not grow with
-// the component size.
+// the component size; there are enough for the writer to have the next
+// batches queued while the verifiers work on later ones.
 const (
-	pipelineDepth = 4
+	pipelineDepth = 8
 	batchBytes    = 512 << 10
 )
+
+// spareProc raises GOMAXPROCS by one while an image is written and
+// returns the function that lowers it again. The slot writer spends its
+// time in O_DIRECT writes; each time one returns it needs a P to queue the
+// next, and with every P busy verifying chunks it would wait until a
+// verifier yields while the medium idles. With a spare P it runs at once:
+// the kernel, not the Go scheduler, shares the cores, and it preempts for
+// a thread waking from I/O within microseconds.
+func spareProc() func() {
+	n := runtime.GOMAXPROCS(0)
+	runtime.GOMAXPROCS(n + 1)
+	return func() { runtime.GOMAXPROCS(n) }
+}
 
 // ErrShortPayload means a component's verified bytes do not add up to its declared size.
 var ErrShortPayload = errors.New("device: payload size mismatch")
@@ -44,9 +62,26 @@ type piece struct {
 	ext    []bundle.Extent
 	stored []byte   // stored bytes of all chunks of the batch
 	segs   [][]byte // verified plain bytes, in order (raw chunks joined)
-	buf    *[]byte  // pooled buffer to release after segs are consumed
-	err    error    // after the chunks in segs
+	buf    *[]byte  // pooled buffer, back to pool once refs drops to zero
+	pool   chan<- *[]byte
+	refs   atomic.Int32 // the consumer, plus each segment a writer still holds
+	err    error        // after the chunks in segs
 	done   chan struct{}
+}
+
+// unref drops one reference to p's buffer; the last one returns it to
+// the pool.
+func (p *piece) unref() {
+	if p.refs.Add(-1) == 0 && p.buf != nil {
+		p.pool <- p.buf
+	}
+}
+
+// ownedWriter is a writer that may hold on to b after WriteOwned returns
+// (to write it later, without copying); it calls done once it no longer
+// needs b, and b is left untouched until then.
+type ownedWriter interface {
+	WriteOwned(b []byte, done func()) error
 }
 
 // chunkStream is an io.Reader (and io.WriterTo) of a component's verified
@@ -59,6 +94,7 @@ type chunkStream struct {
 	cur    *piece
 	seg    int // next segment of cur
 	rest   []byte
+	whole  bool // rest is a whole segment of cur
 	n      uint64
 	size   uint64
 	name   string
@@ -101,7 +137,8 @@ func newChunkStream(ctx context.Context, ra io.ReaderAt, c *bundle.Component, ex
 			case <-ctx.Done():
 				return
 			}
-			p := &piece{first: i, buf: buf, done: make(chan struct{})}
+			p := &piece{first: i, buf: buf, pool: s.pool, done: make(chan struct{})}
+			p.refs.Store(1)
 			// The batch: chunks stored back to back that fit the buffer.
 			j, total := i, int64(0)
 			for j < len(ext) {
@@ -152,6 +189,7 @@ func newChunkStream(ctx context.Context, ra io.ReaderAt, c *bundle.Component, ex
 			for p := range work {
 				p.verify(c)
 				close(p.done)
+				runtime.Gosched()
 			}
 		}()
 	}
@@ -193,10 +231,11 @@ func (p *piece) verify(c *bundle.Component) {
 	}
 }
 
+// release drops the consumer's reference to the current piece.
 func (s *chunkStream) release() {
-	if s.cur != nil && s.cur.buf != nil {
-		s.pool <- s.cur.buf
-		s.cur.buf = nil
+	if s.cur != nil {
+		s.cur.unref()
+		s.cur = nil
 	}
 }
 
@@ -223,7 +262,7 @@ func (s *chunkStream) next() error {
 	if s.n > s.size {
 		return fmt.Errorf("read component %q: %w: more than %d bytes", s.name, ErrShortPayload, s.size)
 	}
-	s.rest = d
+	s.rest, s.whole = d, true
 	return nil
 }
 
@@ -238,14 +277,28 @@ func (s *chunkStream) Read(b []byte) (int, error) {
 		}
 	}
 	n := copy(b, s.rest)
-	s.rest = s.rest[n:]
+	s.rest, s.whole = s.rest[n:], false
 	return n, nil
 }
 
 // WriteTo implements io.WriterTo, writing runs of chunks without a copy.
+// An ownedWriter gets whole segments and holds the piece's buffer until
+// it is done with them, so the next pieces are verified meanwhile.
 func (s *chunkStream) WriteTo(w io.Writer) (int64, error) {
 	var total int64
+	ow, owned := w.(ownedWriter)
 	for {
+		if owned && s.whole && len(s.rest) > 0 {
+			p := s.cur
+			p.refs.Add(1)
+			err := ow.WriteOwned(s.rest, p.unref)
+			if err != nil {
+				return total, err
+			}
+			total += int64(len(s.rest))
+			s.rest, s.whole = nil, false
+			continue
+		}
 		if len(s.rest) > 0 {
 			n, err := w.Write(s.rest)
 			total += int64(n)
@@ -298,6 +351,25 @@ type progressWriter struct {
 	w  io.Writer
 	n  uint64
 	fn func(n uint64)
+}
+
+// WriteOwned passes b on to an ownedWriter (see chunkStream.WriteTo),
+// else writes it at once.
+func (p *progressWriter) WriteOwned(b []byte, done func()) error {
+	ow, ok := p.w.(ownedWriter)
+	if !ok {
+		_, err := p.Write(b)
+		done()
+		return err
+	}
+	if err := ow.WriteOwned(b, done); err != nil {
+		return err
+	}
+	p.n += uint64(len(b))
+	if p.fn != nil {
+		p.fn(p.n)
+	}
+	return nil
 }
 
 func (p *progressWriter) Write(b []byte) (int, error) {
