@@ -246,7 +246,12 @@ func measureWriteHashing(b *testing.B, path string) float64 {
 // a config with the simulated bootloader, and returns its peak RSS in MiB.
 func installRSS(b *testing.B, r *rig, bundlePath string, key crypto.Signer) (float64, error) {
 	bin := filepath.Join(r.dir, "autopatchd")
-	if out, err := exec.Command("go", "build", "-trimpath", "-o", bin, "../cmd/autopatchd").CombinedOutput(); err != nil {
+	gcflags, err := autopatchdGCFlags("../scripts/autopatchd.gcflags")
+	if err != nil {
+		return 0, err
+	}
+	args := append([]string{"build", "-trimpath"}, gcflags...)
+	if out, err := exec.Command("go", append(args, "-o", bin, "../cmd/autopatchd")...).CombinedOutput(); err != nil {
 		return 0, fmt.Errorf("go build: %v: %s", err, out)
 	}
 	pubPEM, err := bundle.MarshalPublicKey(key.Public())
