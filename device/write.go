@@ -112,10 +112,6 @@ func newChunkStream(ctx context.Context, ra io.ReaderAt, c *bundle.Component, ex
 		size:   c.Size,
 		name:   c.Name,
 	}
-	for range pipelineDepth {
-		b := make([]byte, max(batchBytes, bundle.MaxChunk)+readAlign)
-		s.pool <- &b
-	}
 	// plain[i]: payload offset of chunk i, from the signed chunk table.
 	plain := make([]int64, len(ext)+1)
 	for i := range ext {
@@ -128,14 +124,28 @@ func newChunkStream(ctx context.Context, ra io.ReaderAt, c *bundle.Component, ex
 	s.wg.Add(1 + workers)
 	go func() { // reader
 		defer s.wg.Done()
+		made := 0
 		defer close(work)
 		defer close(s.order)
 		for i := 0; i < len(ext); {
+			// Buffers are made as the pipeline fills (the first batch is
+			// read at once, and a small component needs few), up to
+			// pipelineDepth; after that they come back through the pool.
 			var buf *[]byte
 			select {
 			case buf = <-s.pool:
-			case <-ctx.Done():
-				return
+			default:
+				if made < pipelineDepth {
+					b := make([]byte, max(batchBytes, bundle.MaxChunk)+readAlign)
+					buf = &b
+					made++
+					break
+				}
+				select {
+				case buf = <-s.pool:
+				case <-ctx.Done():
+					return
+				}
 			}
 			p := &piece{first: i, buf: buf, pool: s.pool, done: make(chan struct{})}
 			p.refs.Store(1)
