@@ -45,11 +45,33 @@ const (
 // next, and with every P busy verifying chunks it would wait until a
 // verifier yields while the medium idles. With a spare P it runs at once:
 // the kernel, not the Go scheduler, shares the cores, and it preempts for
-// a thread waking from I/O within microseconds.
+// a thread waking from I/O within microseconds. Writes that overlap (one
+// process with several engines) share the one spare P; the last to end
+// restores the setting found by the first.
 func spareProc() func() {
-	n := runtime.GOMAXPROCS(0)
-	runtime.GOMAXPROCS(n + 1)
-	return func() { runtime.GOMAXPROCS(n) }
+	spare.Lock()
+	defer spare.Unlock()
+	if spare.writers == 0 {
+		spare.base = runtime.GOMAXPROCS(0)
+		runtime.GOMAXPROCS(spare.base + 1)
+	}
+	spare.writers++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			spare.Lock()
+			defer spare.Unlock()
+			if spare.writers--; spare.writers == 0 {
+				runtime.GOMAXPROCS(spare.base)
+			}
+		})
+	}
+}
+
+var spare struct {
+	sync.Mutex
+	writers int // image writes under way
+	base    int // GOMAXPROCS before the first of them
 }
 
 // ErrShortPayload means a component's verified bytes do not add up to its declared size.

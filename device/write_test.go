@@ -111,7 +111,7 @@ func TestChunkStreamOwned(t *testing.T) {
 }
 
 // TestSpareProcRestored: an image install raises GOMAXPROCS only while
-// it writes.
+// it writes, and overlapping writes restore it once the last one ends.
 func TestSpareProcRestored(t *testing.T) {
 	r := newRig(t)
 	before := runtime.GOMAXPROCS(0)
@@ -122,12 +122,22 @@ func TestSpareProcRestored(t *testing.T) {
 	if got := runtime.GOMAXPROCS(0); got != before {
 		t.Errorf("GOMAXPROCS after the install = %d, want %d as before", got, before)
 	}
-	done := spareProc()
+	// Overlapping writes share one spare P, ended in any order.
+	first := spareProc()
 	if got := runtime.GOMAXPROCS(0); got != before+1 {
 		t.Errorf("GOMAXPROCS during a write = %d, want %d", got, before+1)
 	}
-	done()
+	second := spareProc()
+	if got := runtime.GOMAXPROCS(0); got != before+1 {
+		t.Errorf("GOMAXPROCS during two writes = %d, want %d", got, before+1)
+	}
+	first()
+	first() // a second call changes nothing
+	if got := runtime.GOMAXPROCS(0); got != before+1 {
+		t.Errorf("GOMAXPROCS with one write left = %d, want %d", got, before+1)
+	}
+	second()
 	if got := runtime.GOMAXPROCS(0); got != before {
-		t.Errorf("GOMAXPROCS after a write = %d, want %d", got, before)
+		t.Errorf("GOMAXPROCS after the writes = %d, want %d", got, before)
 	}
 }
