@@ -58,7 +58,10 @@ func WithTries(n int) Option {
 
 // New opens the simulator whose state lives in dir, creating dir and a fresh
 // state (all slots in default order with full tries, the first one booted)
-// if there is none. A temporary file left by a torn write is removed.
+// if there is none. New only reads an existing state: the temporary file
+// of a write (torn by a power cut, or under way in another process that
+// has the simulator open, such as a daemon while `autopatchd status`
+// runs) is left alone, and the next write replaces it.
 func New(dir string, opts ...Option) (*Bootloader, error) {
 	o := options{slots: []string{"A", "B"}, tries: DefaultTries}
 	for _, opt := range opts {
@@ -75,9 +78,6 @@ func New(dir string, opts ...Option) (*Bootloader, error) {
 		}
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("open sim: %w", err)
-	}
-	if err := os.Remove(filepath.Join(dir, tempName)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("open sim: %w", err)
 	}
 	b := &Bootloader{dir: dir}

@@ -318,8 +318,8 @@ func TestTornWrite(t *testing.T) {
 				if err != nil {
 					t.Fatalf("k=%d: New after power cut: %v", k, err)
 				}
-				if _, err := os.Stat(filepath.Join(dir, tempName)); !errors.Is(err, os.ErrNotExist) {
-					t.Errorf("k=%d: temp file left after New: %v", k, err)
+				if tmp, err := os.ReadFile(filepath.Join(dir, tempName)); err != nil || len(tmp) != k {
+					t.Errorf("k=%d: New changed the temp file (%d bytes, %v): it may be another process's write under way", k, len(tmp), err)
 				}
 				if got := snap(t, b2); got != before {
 					t.Fatalf("k=%d: state after power cut\n got %s\nwant %s", k, got, before)
