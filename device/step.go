@@ -179,7 +179,10 @@ func (e *Engine) markConfirmed(id string) error {
 
 // Run is the daemon loop: ConfirmBoot and Resume, then every poll interval
 // step again (to pick up installs made by the command line, windows that
-// open, hub orders).
+// open, hub orders). After a failed step it retries sooner, from
+// retryFirst doubling up to poll, so that a passing failure (a busy
+// device, a lock held for a moment) does not hold a trial or a commit
+// back for a whole poll interval.
 func (e *Engine) Run(ctx context.Context, poll time.Duration) error {
 	if err := e.ConfirmSelfUpdate(); err != nil {
 		if errors.Is(err, ErrRestart) {
@@ -190,26 +193,35 @@ func (e *Engine) Run(ctx context.Context, poll time.Duration) error {
 	if err := e.ConfirmBoot(ctx); err != nil {
 		e.log.Error("confirm boot", "err", err)
 	}
+	retry := retryFirst
 	for {
 		status, err := e.Resume(ctx)
 		if e.BinaryReplaced() {
 			return ErrRestart
 		}
+		wait := poll
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			e.log.Error("update engine", "err", err)
-		} else if status != "" && status != Idle.String() {
-			e.log.Debug("update engine waiting", "status", status)
+			wait, retry = min(retry, poll), min(2*retry, poll)
+			e.log.Error("update engine", "err", err, "retry_in", wait)
+		} else {
+			retry = retryFirst
+			if status != "" && status != Idle.String() {
+				e.log.Debug("update engine waiting", "status", status)
+			}
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(poll):
+		case <-time.After(wait):
 		}
 	}
 }
+
+// retryFirst is Run's first wait after a failed step.
+const retryFirst = time.Second
 
 func (e *Engine) step(ctx context.Context) (bool, string, error) {
 	rec, err := e.load()
