@@ -117,9 +117,9 @@
 // Measured on a 2-core VM with a host-cached virtio disk (ext4, one
 // hardware queue): plain dd ≈ 1070–1230 MiB/s, dd with O_DIRECT ≈
 // 1470–1670, O_DIRECT read ≈ 1600–2300, sha256 ≈ 1700 on one core.
-// Without read-back Write matches or beats plain dd (noverify-ratio
-// ≈ 1.0; 0.75–0.83 of O_DIRECT dd). With read-back it reaches 0.77 of
-// plain dd against a verify-ceiling of 0.78: the device moves twice the
+// Without read-back Write gives 0.86–1.07 of plain dd over five runs
+// (0.64–0.86 of O_DIRECT dd). With read-back it gives 0.70–0.80 of plain
+// dd against a verify-ceiling of 0.74–0.79: the device moves twice the
 // bytes dd moves, and this disk reads and writes from one shared
 // bandwidth (a `dd oflag=direct` write and a `dd iflag=direct` read of
 // 256 MiB each run together take as long as one after the other, 0.32 s
