@@ -25,7 +25,10 @@ import (
 // verify-ceiling = plain dd / max(sha256, fastest dd + dd-read) is the
 // best verify-ratio of a device that cannot read and write at once
 // (dd-read: `dd iflag=direct` of the written slot), and verify-ceiling-
-// direct the same against the faster dd.
+// direct the same against the faster dd. Whether the device can is
+// measured too: duplex = (dd-direct + dd-read) / both run at once, 1 for
+// a device that reads and writes from one bandwidth, up to 2 for one that
+// does both at full speed.
 func BenchmarkSlotWrite(b *testing.B) {
 	const size = 256 << 20
 	dd, err := exec.LookPath("dd")
@@ -77,6 +80,29 @@ func BenchmarkSlotWrite(b *testing.B) {
 		}
 		return time.Since(start)
 	}
+	// A write and a read of the disk at once (dd oflag=direct into the
+	// slot, dd iflag=direct of another file of the same size): whether
+	// this disk can overlap the read-back with the writes at all.
+	other := filepath.Join(dir, "other.img")
+	if err := os.WriteFile(other, data, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	runDuplex := func() time.Duration {
+		os.Remove(dst)
+		w := exec.Command(dd, "if="+src, "of="+dst, "bs=4M", "conv=fsync", "oflag=direct", "status=none")
+		r := exec.Command(dd, "if="+other, "of=/dev/null", "bs=4M", "iflag=direct", "status=none")
+		start := time.Now()
+		if err := w.Start(); err != nil {
+			b.Fatal(err)
+		}
+		if out, err := r.CombinedOutput(); err != nil {
+			b.Fatalf("dd read: %v: %s", err, out)
+		}
+		if err := w.Wait(); err != nil {
+			b.Fatalf("dd write: %v", err)
+		}
+		return time.Since(start)
+	}
 	runOurs := func(verify bool) time.Duration {
 		os.Remove(dst)
 		slot := &Slot{Class: "rootfs", BootName: "B", Device: dst, Type: TypeFile, Size: size, Verify: &verify}
@@ -105,7 +131,7 @@ func BenchmarkSlotWrite(b *testing.B) {
 	}
 	b.SetBytes(size)
 	b.ResetTimer()
-	var tHash, tDD, tDDDirect, tRead, tVerify, tPlain time.Duration
+	var tHash, tDD, tDDDirect, tRead, tDuplex, tVerify, tPlain time.Duration
 	for range b.N {
 		// Three rounds, each starting with another variant, so a burst of
 		// load elsewhere on the machine does not favour one of them.
@@ -121,6 +147,7 @@ func BenchmarkSlotWrite(b *testing.B) {
 				case 3:
 					best(&tDDDirect, runDD(true))
 					best(&tRead, runRead())
+					best(&tDuplex, runDuplex())
 					best(&tHash, runHash())
 				}
 			}
@@ -138,6 +165,9 @@ func BenchmarkSlotWrite(b *testing.B) {
 	// With read-back, the device also reads every byte: unless it reads
 	// and writes at once at full speed each, dd's write plus dd's read is
 	// the device's share of the time.
+	// duplex: how many times faster a write and a read run together than
+	// one after the other; 1 means the disk cannot overlap them.
+	b.ReportMetric((tDDDirect+tRead).Seconds()/tDuplex.Seconds(), "duplex")
 	serial := max(tHash, tDD+tRead).Seconds()
 	b.ReportMetric(plain.Seconds()/serial, "verify-ceiling")
 	b.ReportMetric(tDD.Seconds()/serial, "verify-ceiling-direct")
