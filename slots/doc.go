@@ -112,7 +112,7 @@
 // the device cannot read and write at full speed at once, the ratio with
 // read-back is at most dd / (fastest dd + dd-read) (verify-ceiling and
 // verify-ceiling-direct, dd-read being `dd iflag=direct` of the written
-// slot).
+// slot); duplex measures whether the device can.
 //
 // Measured on a 2-core VM with a host-cached virtio disk (ext4, one
 // hardware queue): plain dd ≈ 1070–1230 MiB/s, dd with O_DIRECT ≈
@@ -123,7 +123,8 @@
 // bytes dd moves, and this disk reads and writes from one shared
 // bandwidth (a `dd oflag=direct` write and a `dd iflag=direct` read of
 // 256 MiB each run together take as long as one after the other, 0.32 s
-// against 0.17 + 0.14 s), so the 0.90 goal is out of reach for read-back
+// against 0.17 + 0.14 s; the benchmark reports it as duplex, 0.9–1.15
+// here), so the 0.90 goal is out of reach for read-back
 // here; it is within reach where reads are far faster than writes (SD
 // cards, eMMC, USB flash) and sha256 is well above the write speed.
 
