@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/Masterminds/semver/v3"
 	"gopkg.in/yaml.v3"
 )
 
@@ -119,7 +120,7 @@ func (s *Spec) Manifest(now time.Time) (*Manifest, error) {
 	if s.Name == "" {
 		return nil, fmt.Errorf("check spec: name is empty")
 	}
-	if _, err := ParseVersion(s.Version); err != nil {
+	if _, err := semver.StrictNewVersion(s.Version); err != nil {
 		return nil, fmt.Errorf("check spec: version %q is not semver: %v", s.Version, err)
 	}
 	created := now
@@ -182,7 +183,7 @@ func (s *Spec) Manifest(now time.Time) (*Manifest, error) {
 	if len(s.Components) > DefaultMaxComponents {
 		return nil, fmt.Errorf("check spec: %d components, at most %d", len(s.Components), DefaultMaxComponents)
 	}
-	versions := map[string]Version{}
+	versions := map[string]*semver.Version{}
 	for _, c := range s.Components {
 		if c.Name == "" {
 			return nil, fmt.Errorf("check spec: a component has no name")
@@ -190,7 +191,7 @@ func (s *Spec) Manifest(now time.Time) (*Manifest, error) {
 		if _, dup := versions[c.Name]; dup {
 			return nil, fmt.Errorf("check spec: duplicate component %q", c.Name)
 		}
-		v, err := ParseVersion(c.Version)
+		v, err := semver.StrictNewVersion(c.Version)
 		if err != nil {
 			return nil, fmt.Errorf("check spec: component %q: version %q is not semver: %v", c.Name, c.Version, err)
 		}
@@ -232,7 +233,7 @@ func (s *Spec) Manifest(now time.Time) (*Manifest, error) {
 			case d.Name == c.Name:
 				return nil, fmt.Errorf("check spec: component %q depends on itself", c.Name)
 			case inBundle && d.Version != "":
-				cons, _ := ParseConstraint(d.Version)
+				cons, _ := semver.NewConstraint(d.Version)
 				if !cons.Check(v) {
 					return nil, fmt.Errorf("check spec: component %q depends on %s %s, but the bundle carries %s %s", c.Name, d.Name, d.Version, d.Name, v)
 				}
@@ -254,7 +255,7 @@ func (d DependSpec) dependency() (Dependency, error) {
 		return Dependency{}, fmt.Errorf("dependency without a name")
 	}
 	if d.Version != "" {
-		if _, err := ParseConstraint(d.Version); err != nil {
+		if _, err := semver.NewConstraint(d.Version); err != nil {
 			return Dependency{}, fmt.Errorf("%q: bad version constraint %q: %v", d.Name, d.Version, err)
 		}
 	}

@@ -1,6 +1,10 @@
 package bundle
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/Masterminds/semver/v3"
+)
 
 // Validate checks the structure of a manifest with the default limits: known
 // format version, kinds and compressions, unique component names, semver
@@ -18,7 +22,7 @@ func (m *Manifest) validate(lim Limits) error {
 	if m.Name == "" {
 		return fmt.Errorf("check manifest: empty bundle name: %w", ErrMalformed)
 	}
-	if _, err := ParseVersion(m.Version); err != nil {
+	if _, err := semver.StrictNewVersion(m.Version); err != nil {
 		return fmt.Errorf("check manifest: bundle version %q: %v: %w", m.Version, err, ErrMalformed)
 	}
 	switch m.Severity {
@@ -67,7 +71,7 @@ func (d Dependency) check() error {
 		return fmt.Errorf("dependency with empty name: %w", ErrMalformed)
 	}
 	if d.Constraint != "" {
-		if _, err := ParseConstraint(d.Constraint); err != nil {
+		if _, err := semver.NewConstraint(d.Constraint); err != nil {
 			return fmt.Errorf("dependency %q: constraint %q: %v: %w", d.Name, d.Constraint, err, ErrMalformed)
 		}
 	}
@@ -90,7 +94,7 @@ func (c *Component) validate() error {
 	default:
 		return fmt.Errorf("component %q: unknown kind %q: %w", c.Name, c.Kind, ErrMalformed)
 	}
-	if _, err := ParseVersion(c.Version); err != nil {
+	if _, err := semver.StrictNewVersion(c.Version); err != nil {
 		return fmt.Errorf("component %q: version %q: %v: %w", c.Name, c.Version, err, ErrMalformed)
 	}
 	switch c.Compression {

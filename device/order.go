@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/Masterminds/semver/v3"
+
 	"github.com/autopatcher/autopatcher/bundle"
 )
 
@@ -97,11 +99,11 @@ func satisfies(version string, d bundle.Dependency) error {
 	if d.Constraint == "" {
 		return nil
 	}
-	c, err := bundle.ParseConstraint(d.Constraint)
+	c, err := semver.NewConstraint(d.Constraint)
 	if err != nil {
 		return fmt.Errorf("constraint %q: %v", d.Constraint, err)
 	}
-	v, err := bundle.ParseLooseVersion(version)
+	v, err := semver.NewVersion(version)
 	if err != nil {
 		return fmt.Errorf("version %q: %v", version, err)
 	}
