@@ -271,7 +271,7 @@ func (g *Grub) Try(slot string) error {
 	if err != nil {
 		return fmt.Errorf("try slot %s: %w", slot, err)
 	}
-	gb.order = toFrontOf(gb.order, slot)
+	gb.order = toFront(gb.order, slot)
 	for _, s := range g.slots {
 		if gb.ok[s] {
 			gb.try[s] = false
@@ -300,7 +300,7 @@ func (g *Grub) Commit(slot string) error {
 	default:
 		return fmt.Errorf("commit slot %s: %w", slot, err)
 	}
-	gb.order = toFrontOf(gb.order, slot)
+	gb.order = toFront(gb.order, slot)
 	gb.ok[slot], gb.try[slot] = true, false
 	gb.trial = ""
 	if err := g.store(e, gb); err != nil {
@@ -326,15 +326,4 @@ func (g *Grub) MarkBad(slot string) error {
 		return fmt.Errorf("mark slot %s bad: %w", slot, err)
 	}
 	return nil
-}
-
-// toFrontOf moves slot to the front of order, keeping the others' order.
-func toFrontOf(order []string, slot string) []string {
-	out := []string{slot}
-	for _, s := range order {
-		if s != slot {
-			out = append(out, s)
-		}
-	}
-	return out
 }

@@ -234,6 +234,7 @@ func raucState(env Env, names []string, booted string) BootState {
 	return st
 }
 
+// toFront moves slot to the front of order, keeping the others' order.
 func toFront(order []string, slot string) []string {
 	out := []string{slot}
 	for _, s := range order {
