@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -154,27 +153,6 @@ func TestGrubEnvBytes(t *testing.T) {
 	}
 }
 
-func grubEditenv(t *testing.T) string {
-	t.Helper()
-	p, err := exec.LookPath("grub-editenv")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("grub-editenv (Debian grub-common) is required under CI")
-		}
-		t.Skip("grub-editenv not installed (Debian package grub-common)")
-	}
-	return p
-}
-
-func runEditenv(t *testing.T, tool string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(tool, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("grub-editenv %q: %v: %s", args, err, out)
-	}
-	return string(out)
-}
-
 // Values grub-editenv accepts on its command line: spaces, '=', backslashes,
 // newlines, an empty value.
 var grubInteropVars = [][2]string{
@@ -190,7 +168,7 @@ var grubInteropVars = [][2]string{
 
 // TestGrubEnvWriteInterop: what we write, grub-editenv lists exactly.
 func TestGrubEnvWriteInterop(t *testing.T) {
-	tool := grubEditenv(t)
+	editenv := tool(t, "grub-editenv", "grub-common")
 	path := filepath.Join(t.TempDir(), "grubenv")
 	e := NewGrubEnv()
 	var want strings.Builder
@@ -207,12 +185,12 @@ func TestGrubEnvWriteInterop(t *testing.T) {
 	if err := os.WriteFile(path, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if got := runEditenv(t, tool, path, "list"); got != want.String() {
+	if got := run(t, editenv, path, "list"); got != want.String() {
 		t.Errorf("grub-editenv list = %q\nwant %q", got, want.String())
 	}
 	// grub-editenv can keep editing what we wrote, and we read its result.
-	runEditenv(t, tool, path, "set", "spaced=short", "new=1")
-	runEditenv(t, tool, path, "unset", "eq")
+	run(t, editenv, path, "set", "spaced=short", "new=1")
+	run(t, editenv, path, "unset", "eq")
 	raw, _ := os.ReadFile(path)
 	back, err := ParseGrubEnv(raw)
 	if err != nil {
@@ -235,22 +213,22 @@ func TestGrubEnvWriteInterop(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.WriteFile(path, raw, 0o644)
-	if got := runEditenv(t, tool, path, "list"); got != "big="+strings.Repeat("b", GrubEnvSize-len(grubEnvSig)-len("big=\n"))+"\n" {
+	if got := run(t, editenv, path, "list"); got != "big="+strings.Repeat("b", GrubEnvSize-len(grubEnvSig)-len("big=\n"))+"\n" {
 		t.Errorf("grub-editenv list of a full block = %.40q...", got)
 	}
 }
 
 // editenvInterop fills an existing grubenv with grub-editenv: the interop
 // variables, a change, an addition and a removal.
-func editenvInterop(t *testing.T, tool, path string) {
+func editenvInterop(t *testing.T, editenv, path string) {
 	t.Helper()
 	args := []string{path, "set"}
 	for _, kv := range grubInteropVars {
 		args = append(args, kv[0]+"="+kv[1])
 	}
-	runEditenv(t, tool, args...)
-	runEditenv(t, tool, path, "set", "ORDER=A B", "extra=1")
-	runEditenv(t, tool, path, "unset", "spaced")
+	run(t, editenv, args...)
+	run(t, editenv, path, "set", "ORDER=A B", "extra=1")
+	run(t, editenv, path, "unset", "spaced")
 }
 
 // checkInteropVars checks what editenvInterop left.
@@ -278,10 +256,10 @@ func checkInteropVars(t *testing.T, e *GrubEnv) {
 func TestGrubEnvGolden(t *testing.T) {
 	golden := filepath.Join("testdata", "grubenv", "editenv-interop")
 	if os.Getenv("UPDATE_GOLDEN") == "1" {
-		tool := grubEditenv(t)
+		editenv := tool(t, "grub-editenv", "grub-common")
 		os.Remove(golden)
-		runEditenv(t, tool, golden, "create")
-		editenvInterop(t, tool, golden)
+		run(t, editenv, golden, "create")
+		editenvInterop(t, editenv, golden)
 	}
 	raw, err := os.ReadFile(golden)
 	if err != nil {
@@ -304,9 +282,9 @@ func TestGrubEnvGolden(t *testing.T) {
 // TestGrubEnvReadInterop: what grub-editenv writes, we read, and we encode
 // the same variables to the same bytes.
 func TestGrubEnvReadInterop(t *testing.T) {
-	tool := grubEditenv(t)
+	editenv := tool(t, "grub-editenv", "grub-common")
 	path := filepath.Join(t.TempDir(), "grubenv")
-	runEditenv(t, tool, path, "create")
+	run(t, editenv, path, "create")
 	raw, _ := os.ReadFile(path)
 	empty, err := NewGrubEnv().Bytes()
 	if err != nil {
@@ -315,7 +293,7 @@ func TestGrubEnvReadInterop(t *testing.T) {
 	if !bytes.Equal(raw, empty) {
 		t.Errorf("grub-editenv create wrote %q\nwe write %q", raw, empty)
 	}
-	editenvInterop(t, tool, path)
+	editenvInterop(t, editenv, path)
 	raw, _ = os.ReadFile(path)
 	e, err := ParseGrubEnv(raw)
 	if err != nil {
