@@ -16,6 +16,17 @@ type scenarioBoard interface {
 	powerCycle(hang bool)
 }
 
+// steps runs ops on a fake board (tbBoard, grubBoard), failing the test
+// at the first error.
+func steps(t *testing.T, b interface{ step(op string) error }, ops ...string) {
+	t.Helper()
+	for _, op := range ops {
+		if err := b.step(op); err != nil {
+			t.Fatalf("%s: %v", op, err)
+		}
+	}
+}
+
 type tbScenario struct{ *tbBoard }
 
 func (b tbScenario) bootloader() Bootloader { return b.tb }

@@ -40,8 +40,8 @@ func newGrubBoard(t *testing.T) *grubBoard {
 	return b
 }
 
-// reboot runs the grub.cfg selection on the grubenv, as GRUB would.
-func (b *grubBoard) reboot() {
+// env reads and parses the board's grubenv.
+func (b *grubBoard) env() *GrubEnv {
 	b.t.Helper()
 	raw, err := os.ReadFile(b.path)
 	if err != nil {
@@ -51,6 +51,13 @@ func (b *grubBoard) reboot() {
 	if err != nil {
 		b.t.Fatalf("GRUB cannot read grubenv: %v", err)
 	}
+	return e
+}
+
+// reboot runs the grub.cfg selection on the grubenv, as GRUB would.
+func (b *grubBoard) reboot() {
+	b.t.Helper()
+	e := b.env()
 	get := func(n, def string) string {
 		if v, ok := e.Get(n); ok {
 			return v
@@ -114,14 +121,7 @@ func (b *grubBoard) step(op string) error {
 
 func (b *grubBoard) snap() string {
 	b.t.Helper()
-	raw, err := os.ReadFile(b.path)
-	if err != nil {
-		b.t.Fatal(err)
-	}
-	e, err := ParseGrubEnv(raw)
-	if err != nil {
-		b.t.Fatal(err)
-	}
+	e := b.env()
 	var vars []string
 	for _, n := range e.Names() {
 		v, _ := e.Get(n)
@@ -184,11 +184,7 @@ func TestGrubTransitions(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			b := newGrubBoard(t)
-			for _, op := range tt.ops {
-				if err := b.step(op); err != nil {
-					t.Fatalf("%s: %v", op, err)
-				}
-			}
+			steps(t, b, tt.ops...)
 			if got := b.snap(); got != tt.want {
 				t.Errorf("after %q:\n got %s\nwant %s", tt.ops, got, tt.want)
 			}
@@ -287,11 +283,7 @@ func TestGrubTornWrite(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.op, func(t *testing.T) {
 			b := newGrubBoard(t)
-			for _, op := range c.setup {
-				if err := b.step(op); err != nil {
-					t.Fatal(err)
-				}
-			}
+			steps(t, b, c.setup...)
 			old, _ := os.ReadFile(b.path)
 			oldState := b.snap()
 			// A failed write leaves the live file as it was, so one board

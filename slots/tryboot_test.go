@@ -183,11 +183,7 @@ func TestTrybootTransitions(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			b := newTbBoard(t)
-			for _, op := range tt.ops {
-				if err := b.step(op); err != nil {
-					t.Fatalf("%s: %v", op, err)
-				}
-			}
+			steps(t, b, tt.ops...)
 			if got := b.snap(); got != tt.want {
 				t.Errorf("after %q:\n got %s\nwant %s", tt.ops, got, tt.want)
 			}
@@ -235,11 +231,7 @@ func TestTrybootRefusals(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			b := newTbBoard(t)
-			for _, op := range tt.ops {
-				if err := b.step(op); err != nil {
-					t.Fatal(err)
-				}
-			}
+			steps(t, b, tt.ops...)
 			before, _ := os.ReadFile(b.autoboot)
 			if err := b.step(tt.op); !errors.Is(err, tt.want) {
 				t.Fatalf("%s: error = %v, want %v", tt.op, err, tt.want)
@@ -389,18 +381,10 @@ func TestTrybootTornWrite(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.op, func(t *testing.T) {
 			ref := newTbBoard(t)
-			for _, op := range append(c.setup, c.op) {
-				if err := ref.step(op); err != nil {
-					t.Fatal(err)
-				}
-			}
+			steps(t, ref, append(c.setup, c.op)...)
 			newBytes, _ := os.ReadFile(ref.autoboot)
 			b := newTbBoard(t)
-			for _, op := range c.setup {
-				if err := b.step(op); err != nil {
-					t.Fatal(err)
-				}
-			}
+			steps(t, b, c.setup...)
 			old, _ := os.ReadFile(b.autoboot)
 			oldState := b.snap()
 			// A failed write leaves every file as it was, so one board
