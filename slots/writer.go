@@ -382,15 +382,7 @@ func newReadback(t *Target) *readback {
 			for off, end := w.off, w.off+w.n; off < end; {
 				buf := <-free
 				need := min(int64(len(buf)), end-off)
-				want := need
-				if direct {
-					want = min(int64(len(buf)), (need+directAlign-1)&^(directAlign-1))
-				}
-				m, err := rf.ReadAt(buf[:want], off)
-				if int64(m) < need {
-					if err == nil || err == io.EOF {
-						err = io.ErrUnexpectedEOF
-					}
+				if err := readBlock(rf, buf, direct, off, need); err != nil {
 					rerr = fmt.Errorf("read back at %d: %w", off, err)
 					free <- buf
 					break
@@ -602,15 +594,7 @@ func hashRange(h hash.Hash, f *os.File, direct bool, from, to int64) error {
 		for off := from; off < to; {
 			buf := <-free
 			need := min(int64(len(buf)), to-off)
-			want := need
-			if direct {
-				want = min(int64(len(buf)), (need+directAlign-1)&^(directAlign-1))
-			}
-			m, err := f.ReadAt(buf[:want], off)
-			if int64(m) < need {
-				if err == nil || err == io.EOF {
-					err = io.ErrUnexpectedEOF
-				}
+			if err := readBlock(f, buf, direct, off, need); err != nil {
 				errc <- err
 				return
 			}
@@ -624,4 +608,22 @@ func hashRange(h hash.Hash, f *os.File, direct bool, from, to int64) error {
 		free <- b.buf
 	}
 	return <-errc
+}
+
+// readBlock reads need bytes at off into buf (need <= len(buf)); a short
+// read is io.ErrUnexpectedEOF. With direct (f is O_DIRECT) the read is
+// rounded up to whole pages, within buf.
+func readBlock(f *os.File, buf []byte, direct bool, off, need int64) error {
+	want := need
+	if direct {
+		want = min(int64(len(buf)), (need+directAlign-1)&^(directAlign-1))
+	}
+	m, err := f.ReadAt(buf[:want], off)
+	if int64(m) < need {
+		if err == nil || err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return err
+	}
+	return nil
 }
