@@ -131,9 +131,9 @@ func OpenTarget(s *Slot, o TargetOptions) (*Target, error) {
 			return nil, fmt.Errorf("open slot %s: configured size %d larger than %s (%d bytes)", name, size, s.Device, end)
 		}
 	}
-	verify := s.Verify == nil || *s.Verify
-	if s.Verify == nil {
-		verify = s.Type == TypeBlock
+	verify := s.Type == TypeBlock // default: read back block devices only
+	if s.Verify != nil {
+		verify = *s.Verify
 	}
 	return &Target{slot: s, f: f, size: size, verify: verify}, nil
 }
@@ -310,7 +310,7 @@ func (t *Target) Write(ctx context.Context, r io.Reader, size int64, sum []byte)
 	// With read-back on, the read-back sha256 is the one check that
 	// matters (a bad input fails it too), so the stream is not hashed:
 	// one sha256 pass instead of two.
-	n, got, err := t.stream(ctx, r, size, rb, rb == nil)
+	n, got, err := t.stream(ctx, r, size, rb)
 	var verified int64
 	h := sha256.New()
 	if rb != nil {
@@ -449,8 +449,9 @@ func (b *block) done() {
 }
 
 // stream copies r to the device in writeBuf blocks: one goroutine reads,
-// one hashes, the caller writes; a block is reused once written and hashed.
-func (t *Target) stream(ctx context.Context, r io.Reader, size int64, rb *readback, hashing bool) (int64, []byte, error) {
+// one hashes (only without read-back rb), the caller writes; a block is
+// reused once written and hashed.
+func (t *Target) stream(ctx context.Context, r io.Reader, size int64, rb *readback) (int64, []byte, error) {
 	free := make(chan *block, writeBufs)
 	for range writeBufs {
 		buf, release := alignedBuf(writeBuf)
@@ -504,7 +505,7 @@ func (t *Target) stream(ctx context.Context, r io.Reader, size int64, rb *readba
 	toHash := make(chan *block, writeBufs)
 	var hwg sync.WaitGroup
 	hwg.Add(1)
-	go hashBlocks(h, toHash, &hwg, hashing)
+	go hashBlocks(h, toHash, &hwg, rb == nil)
 	open := true
 	endHash := func() {
 		if open {
