@@ -138,12 +138,6 @@ func OpenTarget(s *Slot, o TargetOptions) (*Target, error) {
 	return &Target{slot: s, f: f, size: size, verify: verify}, nil
 }
 
-// Slot returns the slot being written.
-func (t *Target) Slot() *Slot { return t.slot }
-
-// Size returns the capacity of the slot in bytes.
-func (t *Target) Size() int64 { return t.size }
-
 // WriteAt writes p at off; it refuses to write past the slot size.
 func (t *Target) WriteAt(p []byte, off int64) (int, error) {
 	if off < 0 || off+int64(len(p)) > t.size {
