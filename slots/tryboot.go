@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 )
 
@@ -121,7 +121,7 @@ func NewTryboot(c TrybootConfig) (*Tryboot, error) {
 		return nil, fieldErr("bootloader.tryboot.boot_partitions", "need two slots, have %d", len(t.parts))
 	}
 	used := map[int]string{}
-	for _, n := range sortedKeys(t.parts) {
+	for _, n := range slices.Sorted(maps.Keys(t.parts)) {
 		p := t.parts[n]
 		if p < 1 || p > 4 {
 			return nil, fieldErr("bootloader.tryboot.boot_partitions."+n, "partition %d is not an MBR primary 1..4", p)
@@ -132,15 +132,6 @@ func NewTryboot(c TrybootConfig) (*Tryboot, error) {
 		used[p] = n
 	}
 	return t, nil
-}
-
-func sortedKeys(m map[string]int) []string {
-	k := make([]string, 0, len(m))
-	for n := range m {
-		k = append(k, n)
-	}
-	sort.Strings(k)
-	return k
 }
 
 func (t *Tryboot) slotOf(part int) (string, error) {
@@ -258,7 +249,7 @@ func (t *Tryboot) State() (BootState, error) {
 	}
 	var bs BootState
 	bs.Primary, _ = t.slotOf(a.Partition)
-	for _, n := range sortedKeys(t.parts) {
+	for _, n := range slices.Sorted(maps.Keys(t.parts)) {
 		if p := t.parts[n]; p != a.Partition && p != a.Tryboot {
 			bs.Bad = append(bs.Bad, n)
 		}
