@@ -3,7 +3,6 @@ package slots
 import (
 	"errors"
 	"fmt"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -31,13 +30,12 @@ const (
 
 // UBoot is the Bootloader on a U-Boot environment.
 type UBoot struct {
-	Store   *EnvStore
-	scheme  string
-	tries   int
-	parts   map[string]int
-	names   []string
-	cfg     *Config // for Trial: which slot runs now (ReadBooted)
-	cmdline string  // without cfg: kernel command line file; "" = unknown
+	Store  *EnvStore
+	scheme string
+	tries  int
+	parts  map[string]int
+	names  []string
+	cfg    *Config // for Trial: which slot runs now (ReadBooted); nil = unknown
 }
 
 // NewUBoot builds the U-Boot backend from cfg.Bootloader.UBoot.
@@ -75,25 +73,14 @@ func (u *UBoot) known(slot string) error {
 	return nil
 }
 
-// booted is the running slot from the kernel command line (including
-// root= matching when built from a config), "" if unknown.
+// booted is the running slot from the kernel command line (see
+// Config.Booted), "" if unknown.
 func (u *UBoot) booted() string {
-	if u.cfg != nil {
-		s, err := u.cfg.ReadBooted()
-		if err != nil {
-			return ""
-		}
-		return s
-	}
-	if u.cmdline == "" {
+	if u.cfg == nil {
 		return ""
 	}
-	b, err := os.ReadFile(u.cmdline)
+	s, err := u.cfg.ReadBooted()
 	if err != nil {
-		return ""
-	}
-	s, err := Booted(string(b))
-	if err != nil || !slices.Contains(u.names, s) {
 		return ""
 	}
 	return s

@@ -274,7 +274,10 @@ func TestMenderTransitions(t *testing.T) {
 		os.WriteFile(cmd, []byte("autopatcher.slot="+tt.booted), 0o644)
 		s, _ := layouts[0].build(tt.env, 0x4000)
 		u := testUBoot(s, SchemeMender)
-		u.cmdline = cmd
+		u.cfg = &Config{
+			Classes: map[string]*Class{"rootfs": {A: &Slot{BootName: "A"}, B: &Slot{BootName: "B"}}},
+			Paths:   Paths{Cmdline: cmd},
+		}
 		got, err := u.State()
 		if err != nil || got.Primary != tt.primary || got.Pending != tt.pending || got.Trial != tt.tria {
 			t.Errorf("state %d = %+v, %v; want primary %q pending %q trial %q", i, got, err, tt.primary, tt.pending, tt.tria)
