@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"maps"
 	"os"
 	"sort"
 	"strconv"
@@ -397,29 +398,14 @@ func (s *EnvStore) Update(fn func(Env) error) error {
 	if err != nil {
 		return err
 	}
-	env := make(Env, len(st.env))
-	for k, v := range st.env {
-		env[k] = v
-	}
+	env := maps.Clone(st.env)
 	if err := fn(env); err != nil {
 		return err
 	}
-	if envEqual(env, st.env) {
+	if maps.Equal(env, st.env) {
 		return nil
 	}
 	return s.write(env, st)
-}
-
-func envEqual(a, b Env) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if w, ok := b[k]; !ok || w != v {
-			return false
-		}
-	}
-	return true
 }
 
 func (s *EnvStore) write(env Env, st *envState) error {
