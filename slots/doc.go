@@ -235,8 +235,8 @@
 // # Opening a backend
 //
 // Open(cfg) builds the backend named by bootloader.type. Backends register
-// a Constructor with Register(type, fn): "uboot" is built in; "tryboot"
-// and "grub" register themselves from their files' init in this package;
+// a Constructor with Register(type, fn): "uboot", "tryboot" and "grub"
+// register themselves from their files' init in this package;
 // "sim" lives in slots/sim, which imports slots, so a program that wants it
 // imports it for effect:
 //

@@ -29,8 +29,9 @@ func Register(typ string, c Constructor) {
 	registry[typ] = c
 }
 
-// Open builds the bootloader named by cfg.Bootloader.Type. The built-in
-// types are dispatched here; any other type (sim) must be registered.
+// Open builds the bootloader named by cfg.Bootloader.Type. The types of
+// this package register themselves; any other type (sim) must be
+// registered by its package.
 func Open(cfg *Config) (Bootloader, error) {
 	if cfg == nil {
 		return nil, fmt.Errorf("open bootloader: %w: nil config", ErrConfig)
@@ -44,17 +45,5 @@ func Open(cfg *Config) (Bootloader, error) {
 	if ok {
 		return c(cfg)
 	}
-	if c := builtin(cfg.Bootloader.Type); c != nil {
-		return c(cfg)
-	}
 	return nil, fmt.Errorf("open bootloader: %w: %q (sim needs a blank import of slots/sim)", ErrUnknownBootloader, cfg.Bootloader.Type)
-}
-
-// builtin returns the constructor of a backend that lives in this package.
-func builtin(typ string) Constructor {
-	switch typ {
-	case BootUBoot:
-		return func(c *Config) (Bootloader, error) { return NewUBoot(c) }
-	}
-	return nil
 }

@@ -38,6 +38,12 @@ type UBoot struct {
 	cfg    *Config // for Trial: which slot runs now (ReadBooted); nil = unknown
 }
 
+var _ Bootloader = (*UBoot)(nil)
+
+func init() {
+	Register(BootUBoot, func(c *Config) (Bootloader, error) { return NewUBoot(c) })
+}
+
 // NewUBoot builds the U-Boot backend from cfg.Bootloader.UBoot.
 func NewUBoot(cfg *Config) (*UBoot, error) {
 	u := cfg.Bootloader.UBoot
