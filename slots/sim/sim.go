@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/autopatcher/autopatcher/slots"
@@ -258,22 +259,11 @@ func (b *Bootloader) Vars() (map[string]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	v := map[string]string{"BOOT_ORDER": joinOrder(st.Order)}
+	v := map[string]string{"BOOT_ORDER": strings.Join(st.Order, " ")}
 	for _, s := range st.Slots {
 		v["BOOT_"+s+"_LEFT"] = fmt.Sprint(st.Tries[s])
 	}
 	return v, nil
-}
-
-func joinOrder(order []string) string {
-	out := ""
-	for i, s := range order {
-		if i > 0 {
-			out += " "
-		}
-		out += s
-	}
-	return out
 }
 
 // SetBehaviour sets what happens when slot boots from now on.

@@ -52,24 +52,6 @@ func newState(slots []string, full int) *state {
 	return st
 }
 
-func (st *state) clone() *state {
-	c := *st
-	c.Slots = slices.Clone(st.Slots)
-	c.Order = slices.Clone(st.Order)
-	c.Tries = make(map[string]int, len(st.Tries))
-	for k, v := range st.Tries {
-		c.Tries[k] = v
-	}
-	if st.Behaviour != nil {
-		c.Behaviour = make(map[string]Behaviour, len(st.Behaviour))
-		for k, v := range st.Behaviour {
-			c.Behaviour[k] = v
-		}
-	}
-	c.Boots = slices.Clone(st.Boots)
-	return &c
-}
-
 // check rejects a state that the boot script could not run on.
 func (st *state) check() error {
 	if st.Version != 1 {
