@@ -27,8 +27,8 @@ func startWriteback(f *os.File, off, n int64) {
 	_ = unix.SyncFileRange(int(f.Fd()), off, n, unix.SYNC_FILE_RANGE_WRITE)
 }
 
-// waitWriteback waits for writeback of [off, off+n) started earlier and
-// then drops those pages from the cache. Best effort.
+// waitWriteback writes [off, off+n) to the device and waits until it is
+// there (the caller drops the pages with dropCache). Best effort.
 func waitWriteback(f *os.File, off, n int64) {
 	_ = unix.SyncFileRange(int(f.Fd()), off, n, unix.SYNC_FILE_RANGE_WAIT_BEFORE|unix.SYNC_FILE_RANGE_WRITE|unix.SYNC_FILE_RANGE_WAIT_AFTER)
 }
