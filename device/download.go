@@ -626,18 +626,14 @@ func (d *Download) place(ctx context.Context, j *Record) error {
 	return nil
 }
 
-// readBack hashes the first size bytes of path as read from the medium.
+// readBack checks the sha256 of the first size bytes of path as read from
+// the medium.
 func readBack(ctx context.Context, path string, size uint64, want []byte) error {
-	f, err := os.Open(path)
+	rb, err := newReadBacker(ctx, path)
 	if err != nil {
-		return fmt.Errorf("read back %s: %w", path, err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if err := hashFrom(ctx, f, h, 0, int64(size)); err != nil {
 		return err
 	}
-	return checkSum(path, h, want)
+	return rb.finish(ctx, size, want)
 }
 
 func removeDir(dir string) error {

@@ -441,123 +441,27 @@ const (
 	readAlign   = 4096
 )
 
-// hashFrom drops the cached pages of [from, to) of f and hashes them as
-// read from the medium into h, reading one buffer ahead of the hashing.
-func hashFrom(ctx context.Context, f *os.File, h hash.Hash, from, to int64) error {
-	return hashRead(ctx, f, false, h, from, to)
-}
-
-// hashRead hashes [from, to) of f, as read from the medium, into h,
-// reading one buffer ahead of the hashing. With direct (f is O_DIRECT)
-// from must be aligned and reads are rounded up to whole pages; otherwise
-// the cached pages of the range are dropped first.
-func hashRead(ctx context.Context, f *os.File, direct bool, h hash.Hash, from, to int64) error {
-	if to <= from {
-		return nil
-	}
-	bufs := newReadBufs()
-	defer bufs.release()
-	return bufs.hash(ctx, f, direct, h, from, to)
-}
-
-// readBufs are the two page-aligned buffers of a read-back.
-type readBufs struct {
-	b   [2][]byte
-	rel [2]func()
-}
-
-func newReadBufs() *readBufs {
-	r := &readBufs{}
-	for i := range r.b {
-		b, release, err := mmapBuf(readBackBuf)
-		if err != nil {
-			b, release = make([]byte, readBackBuf), func() {}
-		}
-		r.b[i], r.rel[i] = b, release
-	}
-	return r
-}
-
-func (r *readBufs) release() {
-	for _, rel := range r.rel {
-		rel()
-	}
-}
-
-// hash is hashRead with r's buffers.
-func (r *readBufs) hash(ctx context.Context, f *os.File, direct bool, h hash.Hash, from, to int64) error {
-	if to <= from {
-		return nil
-	}
-	if !direct {
-		dropCache(f, from, to-from)
-	}
-	type blk struct {
-		b   []byte
-		err error
-	}
-	full := make(chan blk, 1)
-	free := make(chan []byte, 2)
-	free <- r.b[0]
-	free <- r.b[1]
-	ctx, cancel := context.WithCancel(ctx)
-	defer func() {
-		cancel()
-		for range full { // the reader must be done with the buffers before they are reused
-		}
-	}()
-	go func() {
-		defer close(full)
-		for off := from; off < to; {
-			var b []byte
-			select {
-			case b = <-free:
-			case <-ctx.Done():
-				return
-			}
-			need := min(int64(len(b)), to-off)
-			want := need
-			if direct {
-				want = min(int64(len(b)), (need+readAlign-1)&^(readAlign-1))
-			}
-			m, err := f.ReadAt(b[:want], off)
-			if int64(m) >= need {
-				err = nil
-			} else if err == nil || err == io.EOF {
-				err = io.ErrUnexpectedEOF
-			}
-			if err != nil {
-				full <- blk{err: fmt.Errorf("read back %s at %d: %w", f.Name(), off, err)}
-				return
-			}
-			off += need
-			full <- blk{b: b[:need]}
-		}
-	}()
-	for k := range full {
-		if k.err != nil {
-			return k.err
-		}
-		h.Write(k.b)
-		free <- k.b[:cap(k.b)]
-	}
-	return ctx.Err()
-}
-
 // readBacker verifies a slot while it is still being written: every range
 // whose write reached the medium is read back from the medium (O_DIRECT
 // where the file system has it, else after dropping its cached pages)
 // into one running sha256, in order. One goroutine reads, another hashes,
-// with the two buffers of bufs between them, for the whole write: a range
-// costs a channel send. finish reads the rest after the final fsync.
+// with two page-aligned buffers between them, for the whole write: a
+// range costs a channel send. finish has the reader read the rest after
+// the final fsync and checks the sum.
 type readBacker struct {
 	f      *os.File
 	d      *os.File // O_DIRECT handle, or nil
 	h      hash.Hash
-	bufs   *readBufs
-	done   int64 // bytes hashed; read by finish after errc
-	ranges chan [2]int64
+	rel    [2]func()     // releases the buffers
+	size   int64         // set by finish before ranges is closed: read up to here
+	ranges chan [2]int64 // flushed ranges, in order
 	errc   chan error
+}
+
+// block is a buffer of read-back bytes on its way to the hasher.
+type block struct {
+	b   []byte
+	off int64
 }
 
 func newReadBacker(ctx context.Context, path string) (*readBacker, error) {
@@ -566,16 +470,17 @@ func newReadBacker(ctx context.Context, path string) (*readBacker, error) {
 		return nil, fmt.Errorf("read back %s: %w", path, err)
 	}
 	d, _ := openDirectRead(path)
-	rb := &readBacker{f: f, d: d, h: sha256.New(), bufs: newReadBufs(), ranges: make(chan [2]int64, 1024), errc: make(chan error, 1)}
-	type blk struct {
-		b   []byte
-		off int64
-	}
-	free := make(chan []byte, len(rb.bufs.b))
-	for _, b := range rb.bufs.b {
+	rb := &readBacker{f: f, d: d, h: sha256.New(), ranges: make(chan [2]int64, 1024), errc: make(chan error, 1)}
+	free := make(chan []byte, len(rb.rel))
+	for i := range rb.rel {
+		b, release, err := mmapBuf(readBackBuf)
+		if err != nil {
+			b, release = make([]byte, readBackBuf), func() {}
+		}
 		free <- b
+		rb.rel[i] = release
 	}
-	full := make(chan blk, len(rb.bufs.b))
+	full := make(chan block, len(rb.rel))
 	var rerr error // set before full is closed
 	go func() {    // reader
 		defer close(full)
@@ -584,46 +489,16 @@ func newReadBacker(ctx context.Context, path string) (*readBacker, error) {
 			if rerr != nil || r[0] != next {
 				continue
 			}
-			from, to := r[0], r[0]+r[1]
-			rf, direct := rb.d, rb.d != nil && from%readAlign == 0
-			if !direct {
-				rf = rb.f
-				dropCache(rb.f, from, to-from)
-			}
-			for off := from; off < to; {
-				var b []byte
-				select {
-				case b = <-free:
-				case <-ctx.Done():
-					rerr = ctx.Err()
-				}
-				if rerr != nil {
-					break
-				}
-				need := min(int64(len(b)), to-off)
-				want := need
-				if direct {
-					want = min(int64(len(b)), (need+readAlign-1)&^(readAlign-1))
-				}
-				m, err := rf.ReadAt(b[:want], off)
-				if int64(m) < need {
-					if err == nil || err == io.EOF {
-						err = io.ErrUnexpectedEOF
-					}
-					rerr = fmt.Errorf("read back %s at %d: %w", path, off, err)
-					free <- b
-					break
-				}
-				full <- blk{b[:need], off}
-				off += need
-			}
-			next = to
+			rerr = rb.readRange(ctx, r[0], r[0]+r[1], free, full)
+			next = r[0] + r[1]
+		}
+		if rerr == nil && rb.size > next {
+			rerr = rb.readRange(ctx, next, rb.size, free, full)
 		}
 	}()
 	go func() { // hasher
 		for k := range full {
 			rb.h.Write(k.b)
-			rb.done = k.off + int64(len(k.b))
 			free <- k.b[:cap(k.b)]
 		}
 		rb.errc <- rerr
@@ -631,13 +506,40 @@ func newReadBacker(ctx context.Context, path string) (*readBacker, error) {
 	return rb, nil
 }
 
-// hash reads [from, to) back into the running sum, once the goroutines
-// are done.
-func (rb *readBacker) hash(ctx context.Context, from, to int64) error {
-	if rb.d != nil && from%readAlign == 0 {
-		return rb.bufs.hash(ctx, rb.d, true, rb.h, from, to)
+// readRange reads [from, to) from the medium into buffers taken from
+// free and sends each one filled to full: with the O_DIRECT handle where
+// from is page-aligned (reads rounded up to whole pages), else after
+// dropping the cached pages of the range.
+func (rb *readBacker) readRange(ctx context.Context, from, to int64, free chan []byte, full chan<- block) error {
+	f, direct := rb.d, rb.d != nil && from%readAlign == 0
+	if !direct {
+		f = rb.f
+		dropCache(f, from, to-from)
 	}
-	return rb.bufs.hash(ctx, rb.f, false, rb.h, from, to)
+	for off := from; off < to; {
+		var b []byte
+		select {
+		case b = <-free:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		need := min(int64(len(b)), to-off)
+		want := need
+		if direct {
+			want = min(int64(len(b)), (need+readAlign-1)&^(readAlign-1))
+		}
+		m, err := f.ReadAt(b[:want], off)
+		if int64(m) < need {
+			if err == nil || err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			free <- b
+			return fmt.Errorf("read back %s at %d: %w", rb.f.Name(), off, err)
+		}
+		full <- block{b[:need], off}
+		off += need
+	}
+	return nil
 }
 
 // flushed is called, in order, with each range that reached the medium.
@@ -646,17 +548,15 @@ func (rb *readBacker) flushed(off, n int64) { rb.ranges <- [2]int64{off, n} }
 // finish reads back what is left of the first size bytes and checks the sum.
 func (rb *readBacker) finish(ctx context.Context, size uint64, want []byte) error {
 	defer rb.close()
+	rb.size = int64(size)
 	close(rb.ranges)
 	if err := <-rb.errc; err != nil {
-		return err
-	}
-	if err := rb.hash(ctx, rb.done, int64(size)); err != nil {
 		return err
 	}
 	return checkSum(rb.f.Name(), rb.h, want)
 }
 
-// abort stops the read-back goroutine without a verdict.
+// abort stops the read-back goroutines without a verdict.
 func (rb *readBacker) abort() {
 	close(rb.ranges)
 	<-rb.errc
@@ -664,7 +564,9 @@ func (rb *readBacker) abort() {
 }
 
 func (rb *readBacker) close() {
-	rb.bufs.release()
+	for _, rel := range rb.rel {
+		rel()
+	}
 	rb.f.Close()
 	if rb.d != nil {
 		rb.d.Close()
