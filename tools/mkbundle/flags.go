@@ -2,7 +2,6 @@ package main
 
 import (
 	"flag"
-	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -62,11 +61,4 @@ func writeAtomic(path string, perm os.FileMode, fill func(io.Writer) error) erro
 		return err
 	}
 	return os.Rename(tmp.Name(), path)
-}
-
-func wantArgs(pos []string, n int, what string) error {
-	if len(pos) != n {
-		return fmt.Errorf("want %s, got %d arguments", what, len(pos))
-	}
-	return nil
 }
