@@ -12,11 +12,7 @@ import (
 // when that matters.
 func Countersign(w io.Writer, r io.Reader, key crypto.Signer) (string, error) {
 	lim := Limits{}.withDefaults()
-	h, err := readHeader(r, lim)
-	if err != nil {
-		return "", fmt.Errorf("countersign: %w", err)
-	}
-	raw, err := readN(r, int64(h.SignedLen), "signed section")
+	_, raw, err := readSigned(r, lim)
 	if err != nil {
 		return "", fmt.Errorf("countersign: %w", err)
 	}

@@ -20,11 +20,7 @@ type Info struct {
 // to show what a bundle claims to be; use Open to trust it.
 func Inspect(r io.Reader, opts ...Option) (*Info, error) {
 	o := newOptions(opts)
-	h, err := readHeader(r, o.limits)
-	if err != nil {
-		return nil, fmt.Errorf("inspect: %w", err)
-	}
-	raw, err := readN(r, int64(h.SignedLen), "signed section")
+	h, raw, err := readSigned(r, o.limits)
 	if err != nil {
 		return nil, fmt.Errorf("inspect: %w", err)
 	}

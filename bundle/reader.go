@@ -52,11 +52,7 @@ type item struct {
 // manifest. It reads nothing beyond the signed section.
 func Open(r io.Reader, trust *Trust, opts ...Option) (*Reader, error) {
 	o := newOptions(opts)
-	h, err := readHeader(r, o.limits)
-	if err != nil {
-		return nil, err
-	}
-	signed, err := readN(r, int64(h.SignedLen), "signed section")
+	_, signed, err := readSigned(r, o.limits)
 	if err != nil {
 		return nil, err
 	}
@@ -68,6 +64,19 @@ func Open(r io.Reader, trust *Trust, opts ...Option) (*Reader, error) {
 		r: r, o: o, m: m, signed: signed, signers: signers,
 		dataOff: HeaderSize + int64(len(signed)),
 	}, nil
+}
+
+// readSigned reads the fixed header and the signed section it announces.
+func readSigned(r io.Reader, lim Limits) (header, []byte, error) {
+	h, err := readHeader(r, lim)
+	if err != nil {
+		return header{}, nil, err
+	}
+	signed, err := readN(r, int64(h.SignedLen), "signed section")
+	if err != nil {
+		return header{}, nil, err
+	}
+	return h, signed, nil
 }
 
 // readN reads exactly n bytes, growing the buffer as data arrives so that a
