@@ -8,11 +8,10 @@ import (
 // Info is what Inspect found in a bundle. Nothing in it is verified.
 type Info struct {
 	FormatVersion int
-	SignedLen     int64 // bytes of the signed section
 	DataOffset    int64 // file offset of the first stored chunk
 	Manifest      *Manifest
 	Signatures    []Signature
-	Signed        []byte // the signed section
+	Signed        []byte // the signed section (DataOffset-HeaderSize bytes)
 }
 
 // Inspect reads the header and the signed section and decodes the manifest
@@ -38,7 +37,6 @@ func Inspect(r io.Reader, opts ...Option) (*Info, error) {
 	}
 	return &Info{
 		FormatVersion: int(h.Version),
-		SignedLen:     int64(len(raw)),
 		DataOffset:    HeaderSize + int64(len(raw)),
 		Manifest:      m,
 		Signatures:    sigs,
