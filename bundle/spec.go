@@ -279,11 +279,7 @@ func BuildSpec(ctx context.Context, w io.Writer, s *Spec, now time.Time, keys []
 	}
 	var payloads []io.Reader
 	for _, c := range s.Components {
-		p := c.Source
-		if !filepath.IsAbs(p) && s.Dir != "" {
-			p = filepath.Join(s.Dir, p)
-		}
-		f, err := os.Open(p)
+		f, err := os.Open(s.sourcePath(c))
 		if err != nil {
 			return nil, fmt.Errorf("build component %q: %w", c.Name, err)
 		}
@@ -300,13 +296,17 @@ func BuildSpec(ctx context.Context, w io.Writer, s *Spec, now time.Time, keys []
 func (s *Spec) SourceSize() int64 {
 	var n int64
 	for _, c := range s.Components {
-		p := c.Source
-		if !filepath.IsAbs(p) && s.Dir != "" {
-			p = filepath.Join(s.Dir, p)
-		}
-		if fi, err := os.Stat(p); err == nil {
+		if fi, err := os.Stat(s.sourcePath(c)); err == nil {
 			n += fi.Size()
 		}
 	}
 	return n
+}
+
+// sourcePath resolves a component's Source against the spec's Dir.
+func (s *Spec) sourcePath(c ComponentSpec) string {
+	if filepath.IsAbs(c.Source) || s.Dir == "" {
+		return c.Source
+	}
+	return filepath.Join(s.Dir, c.Source)
 }
