@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"crypto/rand"
 	"fmt"
+	"slices"
 
 	"github.com/fxamacker/cbor/v2"
 	"github.com/veraison/go-cose"
@@ -158,7 +159,7 @@ func (s *signedSection) verify(trust *Trust) ([]string, error) {
 		if err != nil {
 			return nil, fmt.Errorf("verify signatures: signature %d (key %s): %v: %w", i, p.kid, err, ErrSignature)
 		}
-		if !contains(signers, p.kid) {
+		if !slices.Contains(signers, p.kid) {
 			signers = append(signers, p.kid)
 		}
 	}
@@ -173,15 +174,6 @@ func (s *signedSection) verify(trust *Trust) ([]string, error) {
 	default:
 		return nil, fmt.Errorf("verify signatures: %d of %d required trusted signatures (by %v): %w", len(signers), trust.threshold(), signers, ErrThreshold)
 	}
-}
-
-func contains(ss []string, s string) bool {
-	for _, x := range ss {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // sign adds a signature by key over the section's manifest. Signing twice
