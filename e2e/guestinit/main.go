@@ -46,6 +46,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/autopatcher/autopatcher/slots"
 	"golang.org/x/sys/unix"
 )
 
@@ -112,13 +113,11 @@ func readFile(p string) string {
 	return string(b)
 }
 
+// bootedSlot is the slot the boot script named on the kernel command line,
+// or "" when it named none.
 func bootedSlot() string {
-	for _, f := range strings.Fields(readFile("/proc/cmdline")) {
-		if v, ok := strings.CutPrefix(f, "autopatcher.slot="); ok {
-			return v
-		}
-	}
-	return ""
+	slot, _ := slots.Booted(readFile("/proc/cmdline"))
+	return slot
 }
 
 func setup() error {

@@ -35,34 +35,6 @@ func readEnv() (map[string]string, error) {
 	return nil, errors.Join(errs...)
 }
 
-func writeFileSync(path string, b []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.Create(tmp)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
-
 // writeEnv writes the second copy first, then the primary, as the boot
 // script does.
 func writeEnv(vars map[string]string) error {
@@ -71,11 +43,22 @@ func writeEnv(vars map[string]string) error {
 		return err
 	}
 	for _, p := range []string{envRedund, envPrimary} {
-		if err := writeFileSync(p, b); err != nil {
+		if err := slots.ReplaceFile(p, b, 0o644, nil); err != nil {
 			return fmt.Errorf("write %s: %w", p, err)
 		}
 	}
 	return nil
+}
+
+// otherSlot is the A/B partner of the booted slot.
+func otherSlot(slot string) (string, error) {
+	switch slot {
+	case "A":
+		return "B", nil
+	case "B":
+		return "A", nil
+	}
+	return "", fmt.Errorf("booted slot %q unknown", slot)
 }
 
 func envLine(vars map[string]string) string {
@@ -98,9 +81,9 @@ func commitTry(slot string) error {
 		logf("back on committed slot %s", slot)
 		halt(unix.LINUX_REBOOT_CMD_POWER_OFF)
 	}
-	other := map[string]string{"A": "B", "B": "A"}[slot]
-	if other == "" {
-		return fmt.Errorf("booted slot %q unknown", slot)
+	other, err := otherSlot(slot)
+	if err != nil {
+		return err
 	}
 	// Commit the booted slot (full tries), then put the other slot first
 	// with one try: the next boot is a trial of it.
@@ -110,7 +93,7 @@ func commitTry(slot string) error {
 	if err := writeEnv(vars); err != nil {
 		return err
 	}
-	if err := writeFileSync(mark, []byte(time.Now().String())); err != nil {
+	if err := slots.ReplaceFile(mark, []byte(time.Now().String()), 0o644, nil); err != nil {
 		return err
 	}
 	logf("committed %s, trying %s once: %s", slot, other, envLine(vars))

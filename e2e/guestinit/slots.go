@@ -24,18 +24,45 @@ func stateLine(st slots.BootState) string {
 	return fmt.Sprintf("primary=%s pending=%s trial=%s tries=%v bad=%v", st.Primary, st.Pending, st.Trial, st.Tries, st.Bad)
 }
 
-// slotsCommitTry is commitTry through the slots package's U-Boot backend:
-// the code autopatchd uses, on the files U-Boot reads.
-func slotsCommitTry(slot string) error {
+// showBootloader opens the slots package's backend and prints its view of
+// the boot.
+func showBootloader() (slots.Bootloader, error) {
 	bl, err := openBootloader()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	st, err := bl.State()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	logf("slots state %s", stateLine(st))
+	return bl, nil
+}
+
+// commitTryOther commits the booted slot and sets a one-shot try of the
+// other; it returns the other slot and the backend's state afterwards.
+func commitTryOther(bl slots.Bootloader, slot string) (string, slots.BootState, error) {
+	other, err := otherSlot(slot)
+	if err != nil {
+		return "", slots.BootState{}, err
+	}
+	if err := bl.Commit(slot); err != nil {
+		return "", slots.BootState{}, err
+	}
+	if err := bl.Try(other); err != nil {
+		return "", slots.BootState{}, err
+	}
+	st, err := bl.State()
+	return other, st, err
+}
+
+// slotsCommitTry is commitTry through the slots package's U-Boot backend:
+// the code autopatchd uses, on the files U-Boot reads.
+func slotsCommitTry(slot string) error {
+	bl, err := showBootloader()
+	if err != nil {
+		return err
+	}
 	if err := os.MkdirAll(stateDir, 0o755); err != nil {
 		return err
 	}
@@ -44,17 +71,11 @@ func slotsCommitTry(slot string) error {
 		logf("back on committed slot %s", slot)
 		halt(unix.LINUX_REBOOT_CMD_POWER_OFF)
 	}
-	other := map[string]string{"A": "B", "B": "A"}[slot]
-	if err := bl.Commit(slot); err != nil {
+	other, st, err := commitTryOther(bl, slot)
+	if err != nil {
 		return err
 	}
-	if err := bl.Try(other); err != nil {
-		return err
-	}
-	if err := writeFileSync(mark, []byte(time.Now().String())); err != nil {
-		return err
-	}
-	if st, err = bl.State(); err != nil {
+	if err := slots.ReplaceFile(mark, []byte(time.Now().String()), 0o644, nil); err != nil {
 		return err
 	}
 	logf("committed %s, trying %s once: slots state %s", slot, other, stateLine(st))
@@ -65,15 +86,9 @@ func slotsCommitTry(slot string) error {
 // slotsNoCommit reports the backend's view of a trial boot and reboots
 // without committing.
 func slotsNoCommit(slot string) error {
-	bl, err := openBootloader()
-	if err != nil {
+	if _, err := showBootloader(); err != nil {
 		return err
 	}
-	st, err := bl.State()
-	if err != nil {
-		return err
-	}
-	logf("slots state %s", stateLine(st))
 	logf("not committing slot %s; rebooting", slot)
 	halt(unix.LINUX_REBOOT_CMD_RESTART)
 	return nil
@@ -86,14 +101,7 @@ func slotsCommitHold(slot string) error {
 	if err != nil {
 		return err
 	}
-	other := map[string]string{"A": "B", "B": "A"}[slot]
-	if err := bl.Commit(slot); err != nil {
-		return err
-	}
-	if err := bl.Try(other); err != nil {
-		return err
-	}
-	st, err := bl.State()
+	other, st, err := commitTryOther(bl, slot)
 	if err != nil {
 		return err
 	}
