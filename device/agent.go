@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/autopatcher/autopatcher/bundle"
+	"github.com/autopatcher/autopatcher/slots"
 	"github.com/autopatcher/autopatcher/transport"
 )
 
@@ -717,14 +718,10 @@ func (a *Agent) saveOffer(r *offerRecord) error {
 	if err := os.MkdirAll(a.e.cfg.DataDir, 0o700); err != nil {
 		return err
 	}
-	p := filepath.Join(a.e.cfg.DataDir, agentStateName)
-	if err := writeFileSync(p+".tmp", b, 0o600); err != nil {
+	if err := slots.ReplaceFile(filepath.Join(a.e.cfg.DataDir, agentStateName), b, 0o600, nil); err != nil {
 		return fmt.Errorf("save %s: %w", agentStateName, err)
 	}
-	if err := os.Rename(p+".tmp", p); err != nil {
-		return fmt.Errorf("save %s: %w", agentStateName, err)
-	}
-	return syncDir(a.e.cfg.DataDir)
+	return nil
 }
 
 // progressCounter passes the Fetcher's progress to a Download and reports

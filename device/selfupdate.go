@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/autopatcher/autopatcher/slots"
 )
 
 // Self-update, for devices where autopatchd is installed as a file rather
@@ -95,14 +97,10 @@ func (e *Engine) switchSelf(p Progress) error {
 	}
 	m := selfUpdateMarker{Binary: p.Target, Old: old, Version: p.Version, Deadline: e.o.Now().Add(e.cfg.SelfUpdate.Deadline.D()).UTC()}
 	b, _ := json.Marshal(m)
-	tmp := filepath.Join(e.cfg.DataDir, selfUpdateFile+".tmp")
-	if err := writeFileSync(tmp, b, 0o600); err != nil {
+	if err := slots.ReplaceFile(filepath.Join(e.cfg.DataDir, selfUpdateFile), b, 0o600, nil); err != nil {
 		return fmt.Errorf("self-update: %w", err)
 	}
-	if err := os.Rename(tmp, filepath.Join(e.cfg.DataDir, selfUpdateFile)); err != nil {
-		return fmt.Errorf("self-update: %w", err)
-	}
-	return syncDir(e.cfg.DataDir)
+	return nil
 }
 
 // BinaryReplaced reports whether a self-update switched the daemon's binary

@@ -5,9 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/autopatcher/autopatcher/slots"
 )
 
 // State is where the engine stands in the life of one update.
@@ -218,9 +221,10 @@ func (s *Store) load(name string) (*Record, error) {
 	return r, nil
 }
 
-// Save writes r atomically: a temp file, fsync, the old file kept as
-// state.json.prev (hard link, or a copy where the file system has no hard
-// links, as FAT), rename over state.json, fsync of the dir.
+// Save writes r atomically: the old file kept as state.json.prev (hard
+// link, or a copy where the file system has no hard links, as FAT), then
+// slots.ReplaceFile: a temp file, fsync, rename over state.json, fsync of
+// the dir and its file system.
 func (s *Store) Save(r *Record) error {
 	r.Format = recordFormat
 	r.Updated = time.Now().UTC()
@@ -231,33 +235,24 @@ func (s *Store) Save(r *Record) error {
 	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
 		return fmt.Errorf("save state: %w", err)
 	}
-	tmp := filepath.Join(s.Dir, s.name()+".tmp")
-	if err := writeFileSync(tmp, b, 0o600); err != nil {
-		return fmt.Errorf("save state: %w", err)
-	}
-	if err := s.crashAt("save:" + s.name() + ":" + r.State.String() + ":before-rename"); err != nil {
-		return err
-	}
 	dst := s.Path()
-	prev := dst + ".prev"
 	if _, err := s.load(s.name()); err == nil {
+		prev := dst + ".prev"
 		_ = os.Remove(prev)
 		if err := keepPrevious(dst, prev); err != nil {
 			return fmt.Errorf("keep previous state: %w", err)
 		}
 	}
-	if err := os.Rename(tmp, dst); err != nil {
+	point := "save:" + s.name() + ":" + r.State.String()
+	if err := slots.ReplaceFile(dst, b, 0o600, s.crashAfterWrite(point+":before-rename")); err != nil {
 		return fmt.Errorf("save state: %w", err)
 	}
-	if err := syncDir(s.Dir); err != nil {
-		return fmt.Errorf("save state: %w", err)
-	}
-	return s.crashAt("save:" + s.name() + ":" + r.State.String() + ":after-rename")
+	return s.crashAt(point + ":after-rename")
 }
 
 // keepPrevious makes prev a copy of dst: a hard link, or where the file
-// system refuses one (FAT: EPERM) a copy written to prev.tmp, fsynced,
-// renamed over prev, and the directory fsynced. A missing dst is no error.
+// system refuses one (FAT: EPERM) a copy put in place by
+// slots.ReplaceFile. A missing dst is no error.
 func keepPrevious(dst, prev string) error {
 	err := linkFile(dst, prev)
 	if err == nil || errors.Is(err, os.ErrNotExist) {
@@ -270,16 +265,11 @@ func keepPrevious(dst, prev string) error {
 	if rerr != nil {
 		return errors.Join(err, rerr)
 	}
-	tmp := prev + ".tmp"
-	if werr := writeFileSync(tmp, b, 0o600); werr != nil {
-		os.Remove(tmp)
+	if werr := slots.ReplaceFile(prev, b, 0o600, nil); werr != nil {
+		os.Remove(prev + ".tmp")
 		return fmt.Errorf("copy after %v: %w", err, werr)
 	}
-	if rerr := os.Rename(tmp, prev); rerr != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("copy after %v: %w", err, rerr)
-	}
-	return syncDir(filepath.Dir(prev))
+	return nil
 }
 
 // linkFile is os.Link; tests replace it to act as a file system without
@@ -291,6 +281,29 @@ func (s *Store) crashAt(point string) error {
 		return nil
 	}
 	return s.crash(point)
+}
+
+// crashAfterWrite is the wrap for slots.ReplaceFile that passes the crash
+// point once the temp file is written, before its rename.
+func (s *Store) crashAfterWrite(point string) func(io.Writer) io.Writer {
+	if s.crash == nil {
+		return nil
+	}
+	return func(w io.Writer) io.Writer { return crashWriter{w, func() error { return s.crash(point) }} }
+}
+
+// crashWriter writes to w, then calls crash.
+type crashWriter struct {
+	w     io.Writer
+	crash func() error
+}
+
+func (c crashWriter) Write(b []byte) (int, error) {
+	n, err := c.w.Write(b)
+	if err == nil {
+		err = c.crash()
+	}
+	return n, err
 }
 
 // writeFileSync writes b to path and fsyncs it before closing.
