@@ -133,9 +133,8 @@ func Allowed(clientID, topic string, write bool) bool {
 		}
 		return strings.HasPrefix(t, Prefix) || t == "ap/v1/#"
 	}
-	if ValidDevice(clientID) != nil {
-		return false
-	}
+	// ParseTopic validates the topic's device id, so one equal to clientID
+	// makes clientID a valid device id too.
 	device, ch, err := ParseTopic(topic)
 	if err != nil || device != clientID {
 		return false
