@@ -123,17 +123,6 @@ func (b *Broker) TLSAddr() string {
 	return b.tls.Address()
 }
 
-// Clients returns the number of connected network clients.
-func (b *Broker) Clients() int {
-	n := 0
-	for _, cl := range b.srv.Clients.GetAll() {
-		if !cl.Net.Inline && !cl.Closed() {
-			n++
-		}
-	}
-	return n
-}
-
 // Connections returns the number of network connections the broker is serving. A
 // connection counts until the broker has finished with it, including the hub's
 // presence update for its disconnect.
