@@ -55,13 +55,7 @@ func (h *Hub) DeployWith(ctx context.Context, actor string, req DeployRequest) (
 	if err != nil {
 		return nil, err
 	}
-	h.mu.Lock()
-	if cur := h.offers[device]; cur != nil {
-		delete(h.byID, cur.id)
-	}
-	h.offers[device] = ao
-	h.byID[ao.id] = ao
-	h.mu.Unlock()
+	h.cacheOffer(ao)
 	if err := h.send(device, offer); err != nil {
 		h.store.AddStep(ctx, dep.ID, Step{State: DeployFailed, Detail: "publish offer: " + err.Error()})
 		return nil, fmt.Errorf("deploy to %s: publish offer: %w", device, err)
@@ -113,8 +107,7 @@ func (h *Hub) prepare(ctx context.Context, name, version, device string, policy 
 			return nil, nil, nil, err
 		}
 	}
-	digest, _ := hex.DecodeString(rec.Digest)
-	ao := &activeOffer{dep: dep.ID, device: device, id: OfferID(dep.ID), digest: digest, manifest: rec.Manifest, keys: chunkTable(chunks)}
+	ao := newActiveOffer(dep.ID, device, rec, chunks)
 	var size uint64
 	for _, c := range chunks {
 		size += uint64(c.Size)
@@ -123,7 +116,7 @@ func (h *Hub) prepare(ctx context.Context, name, version, device string, policy 
 		ID:       ao.id,
 		Bundle:   name,
 		Version:  version,
-		Digest:   digest,
+		Digest:   ao.digest,
 		Size:     size,
 		Issued:   now().Unix(),
 		Expires:  m.Expires,
@@ -131,6 +124,28 @@ func (h *Hub) prepare(ctx context.Context, name, version, device string, policy 
 		Policy:   policy,
 	}
 	return dep, ao, offer, nil
+}
+
+// newActiveOffer builds the offer of deployment dep to device from its bundle.
+func newActiveOffer(dep int64, device string, rec *BundleRecord, chunks []ChunkRef) *activeOffer {
+	digest, _ := hex.DecodeString(rec.Digest)
+	return &activeOffer{dep: dep, device: device, id: OfferID(dep), digest: digest, manifest: rec.Manifest, keys: chunkTable(chunks)}
+}
+
+// cacheOffer makes ao its device's cached offer unless the cache already holds
+// the offer of a later deployment, and returns the cached one.
+func (h *Hub) cacheOffer(ao *activeOffer) *activeOffer {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if cur := h.offers[ao.device]; cur != nil {
+		if cur.dep >= ao.dep {
+			return cur
+		}
+		delete(h.byID, cur.id)
+	}
+	h.offers[ao.device] = ao
+	h.byID[ao.id] = ao
+	return ao
 }
 
 func chunkTable(refs []ChunkRef) [][]string {
@@ -197,19 +212,7 @@ func (h *Hub) loadOffer(ctx context.Context, dep *Deployment) (*activeOffer, err
 	if err != nil {
 		return nil, err
 	}
-	digest, _ := hex.DecodeString(rec.Digest)
-	ao := &activeOffer{dep: dep.ID, device: dep.Device, id: OfferID(dep.ID), digest: digest, manifest: rec.Manifest, keys: chunkTable(chunks)}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if cur := h.offers[dep.Device]; cur != nil {
-		if cur.dep >= ao.dep {
-			return cur, nil
-		}
-		delete(h.byID, cur.id)
-	}
-	h.offers[dep.Device] = ao
-	h.byID[ao.id] = ao
-	return ao, nil
+	return h.cacheOffer(newActiveOffer(dep.ID, dep.Device, rec, chunks)), nil
 }
 
 // offered is the chunk server's gate: offerID is the active offer of device, and
