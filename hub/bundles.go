@@ -66,6 +66,10 @@ func (h *Hub) Upload(ctx context.Context, actor string, r io.Reader, maxSize int
 	buf := make([]byte, 0, bundle.MaxChunk)
 	for i, c := range chunks {
 		ext := stored.extents[i]
+		if h.opt.Chunks.Has(c.Key) { // stored by an earlier bundle or earlier in this one: no need to read it again
+			st.Deduped += ext.Length
+			continue
+		}
 		buf = buf[:ext.Length]
 		if _, err := f.ReadAt(buf, ext.Offset); err != nil {
 			return nil, nil, fmt.Errorf("upload bundle: reread chunk: %w", err)
