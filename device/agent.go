@@ -264,12 +264,15 @@ func (a *Agent) Inventory() (*transport.Hello, error) {
 			h.OfferAge = max(0, a.e.o.Now().Unix()-or.Issued)
 		}
 	}
-	st, err := a.e.Status()
+	rec, err := a.e.load()
+	if err != nil {
+		return h, err
+	}
+	st, err := a.e.status(rec)
 	if err != nil && st.State == Idle && st.Booted == "" {
 		return h, err
 	}
 	h.Trial = st.Boot.Trial
-	rec, _ := a.e.load()
 	for _, class := range a.e.o.Slots.ClassNames() {
 		cl, err := a.e.o.Slots.Class(class)
 		if err != nil {
@@ -277,10 +280,8 @@ func (a *Agent) Inventory() (*transport.Hello, error) {
 		}
 		for _, s := range []string{cl.A.BootName, cl.B.BootName} {
 			si := transport.SlotInfo{Class: class, Name: s, Booted: st.Booted == s, Bad: slices.Contains(st.Boot.Bad, s)}
-			if rec != nil {
-				if ci, ok := rec.Chunks[class+"/"+s]; ok {
-					si.Version = ci.Version
-				}
+			if ci, ok := rec.Chunks[class+"/"+s]; ok {
+				si.Version = ci.Version
 			}
 			if si.Version == "" && si.Booted && st.Current != nil {
 				si.Version = st.Current.Version
@@ -556,14 +557,17 @@ func (a *Agent) runJob(ctx context.Context, o *transport.Offer, rec *offerRecord
 // advance continues an installed update: a bundle without images commits
 // at once; otherwise the engine tries the slot and reboots per policy.
 func (a *Agent) advance(ctx context.Context, rec *offerRecord) {
-	st, err := a.e.Status()
-	if err == nil && st.Target != "" {
+	// The reboot is announced when the update has a slot to boot, its
+	// policy reboots at once and the bootloader state reads.
+	if er, err := a.e.load(); err == nil && er.Target != "" {
 		policy := a.e.cfg.Reboot.Policy
-		if r := a.rebootOf(); r != nil {
-			policy = r.Policy
+		if er.Reboot != nil {
+			policy = er.Reboot.Policy
 		}
 		if policy == RebootNow {
-			a.status(ctx, rec, transport.Status{State: StatusRebooting})
+			if _, err := a.e.o.Bootloader.State(); err == nil {
+				a.status(ctx, rec, transport.Status{State: StatusRebooting})
+			}
 		}
 	}
 	status, err := a.e.Resume(ctx)
@@ -576,14 +580,6 @@ func (a *Agent) advance(ctx context.Context, rec *offerRecord) {
 		a.status(ctx, rec, transport.Status{State: status})
 	}
 	a.reportResult(ctx)
-}
-
-func (a *Agent) rebootOf() *RebootPlan {
-	rec, err := a.e.load()
-	if err != nil {
-		return nil
-	}
-	return rec.Reboot
 }
 
 // retry runs fn until it succeeds, fails for good, or ctx ends; giving up

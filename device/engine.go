@@ -270,12 +270,18 @@ func (e *Engine) Status() (Status, error) {
 	if err != nil {
 		return Status{}, err
 	}
+	return e.status(rec)
+}
+
+// status is Status with rec, the record just loaded.
+func (e *Engine) status(rec *Record) (Status, error) {
 	st := Status{
 		State: rec.State, Bundle: rec.Bundle, Target: rec.Target, Components: rec.Components,
 		Current: rec.Current, Installed: e.installed(rec), SecurityVersion: rec.SecurityVersion,
 		Last: rec.Last, Reason: rec.Reason, Download: e.lastDownload(),
 	}
 	st.Booted, _ = e.o.Booted()
+	var err error
 	st.Boot, err = e.o.Bootloader.State()
 	if err != nil {
 		return st, fmt.Errorf("read bootloader state: %w", err)
