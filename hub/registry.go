@@ -118,12 +118,13 @@ func (h *Hub) Admit(id Identity) error {
 	case d.CredentialHash == "" || !checkCredential(d.CredentialHash, id.Password):
 		return fmt.Errorf("device %s: wrong credential: %w", d.ID, ErrDenied)
 	}
+	if fp == "" || d.CertSHA256 == fp && !(chained && d.Status == StatusPending) {
+		return nil // no new certificate or status to record; Connected sets last seen once the session is up
+	}
 	return h.store.UpdateDevice(ctx, d.ID, func(d *Device) error {
-		if fp != "" {
-			d.CertSHA256 = fp
-			if chained && d.Status == StatusPending {
-				d.Status = StatusAccepted
-			}
+		d.CertSHA256 = fp
+		if chained && d.Status == StatusPending {
+			d.Status = StatusAccepted
 		}
 		d.LastSeen = now().UTC()
 		return nil
