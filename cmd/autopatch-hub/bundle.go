@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"net/url"
@@ -21,10 +20,7 @@ func bundleCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return fmt.Errorf("bundle: want upload, list, show or delete")
 	}
 	sub, args := args[0], args[1:]
-	fs := flag.NewFlagSet("bundle "+sub, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	mk := clientFlags(fs)
-	asJSON := fs.Bool("json", false, "print JSON")
+	fs, asJSON, mk := clientFlagSet("bundle "+sub, stderr)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -18,15 +18,19 @@ type client struct {
 	http  *http.Client
 }
 
-// clientFlags registers --hub and --token on fs.
-func clientFlags(fs *flag.FlagSet) func() (*client, error) {
+// clientFlagSet returns the flag set of client command name with --hub,
+// --token and --json, and connect, which makes the client once the flags are parsed.
+func clientFlagSet(name string, stderr io.Writer) (fs *flag.FlagSet, asJSON *bool, connect func() (*client, error)) {
+	fs = flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	asJSON = fs.Bool("json", false, "print JSON")
 	def := os.Getenv("AUTOPATCH_HUB")
 	if def == "" {
 		def = "http://127.0.0.1:8080"
 	}
 	base := fs.String("hub", def, "hub API URL (env AUTOPATCH_HUB)")
 	token := fs.String("token", "", "API token (default env AUTOPATCH_TOKEN)")
-	return func() (*client, error) {
+	return fs, asJSON, func() (*client, error) {
 		t := *token
 		if t == "" {
 			t = os.Getenv("AUTOPATCH_TOKEN")

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"strconv"
@@ -17,16 +16,13 @@ func deployCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if len(args) > 0 && args[0] == "cancel" {
 		return deployCancel(ctx, args[1:], stdout, stderr)
 	}
-	fs := flag.NewFlagSet("deploy", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	mk := clientFlags(fs)
+	fs, asJSON, mk := clientFlagSet("deploy", stderr)
 	ref := fs.String("bundle", "", "bundle to deploy, NAME@VERSION")
 	device := fs.String("device", "", "device id")
 	reboot := fs.String("reboot", "now", "when the device reboots into the update: now, window (maintenance window) or hub (on: devices reboot ID)")
 	window := fs.String("window", "", "with --reboot window: cron \"minute hour day-of-month month day-of-week\" of the window's start (default: the device's own window)")
 	windowLen := fs.Duration("window-length", 0, "with --window: the window's length, e.g. 2h")
 	wait := fs.Duration("wait", 0, "wait up to this long for the deployment to finish (or to wait for: devices reboot ID), printing each step (0: do not wait)")
-	asJSON := fs.Bool("json", false, "print JSON")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -93,10 +89,7 @@ func deployCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 
 // deployCancel cancels a deployment: the device abandons it, the offer is withdrawn.
 func deployCancel(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("deploy cancel", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	mk := clientFlags(fs)
-	asJSON := fs.Bool("json", false, "print JSON")
+	fs, asJSON, mk := clientFlagSet("deploy cancel", stderr)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -123,10 +116,7 @@ func deployCancel(ctx context.Context, args []string, stdout, stderr io.Writer) 
 }
 
 func auditCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("audit", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	mk := clientFlags(fs)
-	asJSON := fs.Bool("json", false, "print JSON")
+	fs, asJSON, mk := clientFlagSet("audit", stderr)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"net/url"
@@ -18,10 +17,7 @@ func devicesCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return fmt.Errorf("devices: want list, show, accept, reject, reboot or report")
 	}
 	sub, args := args[0], args[1:]
-	fs := flag.NewFlagSet("devices "+sub, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	mk := clientFlags(fs)
-	asJSON := fs.Bool("json", false, "print JSON")
+	fs, asJSON, mk := clientFlagSet("devices "+sub, stderr)
 	filter := fs.String("filter", "", "device filter, e.g. status=pending,hardware=rpi4,online=true")
 	if err := fs.Parse(args); err != nil {
 		return err
