@@ -29,27 +29,9 @@ func BenchmarkTransfer(b *testing.B) {
 	rand.NewChaCha8([32]byte{5}).Read(img)
 	apb := build(b, "1.0.0", img)
 
-	br := transporttest.Start(b)
-	br.Add(transport.Hub, []byte("hub"))
-	br.Add("dev", []byte("dev"))
-	store := transporttest.NewStore()
-	m, digest, err := store.Add("o1", apb, trust)
-	if err != nil {
-		b.Fatal(err)
-	}
-	offers := &transport.OfferSet{}
-	offers.Add("dev", "o1", time.Time{})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	hub := dialB(b, br.URL(), transport.Hub, "hub")
-	if err := transport.NewServer(hub, store, offers.Offered, transport.ServeOptions{Logger: quiet}).Start(ctx); err != nil {
-		b.Fatal(err)
-	}
-	dev := dialB(b, br.URL(), "dev", "dev")
-	f, err := transport.NewFetcher(dev, "dev", transport.FetchOptions{Logger: quiet})
-	if err != nil {
-		b.Fatal(err)
-	}
+	o, m, f := benchRig(b, "o1", apb)
+	digest := o.Digest
+	ctx := context.Background()
 	comp := &m.Components[0]
 	stored := comp.StoredSize()
 	out := make(memSink, size)
@@ -78,15 +60,17 @@ func BenchmarkTransfer(b *testing.B) {
 	b.ReportMetric(mqtt/tcp, "ratio")
 }
 
-func dialB(b *testing.B, url, id, pw string) *transport.Conn {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := transport.Dial(ctx, transport.Config{Servers: []string{url}, ClientID: id, Username: id, Password: []byte(pw), AllowPlain: true, Logger: quiet})
+// benchRig serves apb as offerID to device "dev" through the embedded broker
+// and returns the offer, its manifest and the device's fetcher.
+func benchRig(b *testing.B, offerID string, apb []byte) (*transport.Offer, *bundle.Manifest, *transport.Fetcher) {
+	r := newRig(b)
+	o, m := r.offer("dev", offerID, apb)
+	r.broker.Add("dev", []byte("dev"))
+	f, err := transport.NewFetcher(dial(b, r.broker.URL(), "dev", []byte("dev")), "dev", transport.FetchOptions{Logger: quiet})
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { c.Close() })
-	return c
+	return o, m, f
 }
 
 // tcpCopy sends payload n times over a loopback TCP connection and returns
@@ -147,27 +131,9 @@ func BenchmarkDelta(b *testing.B) {
 	local := transporttest.NewLocal(&m1.Components[0], img1)
 	apb2 := build(b, "2.0.0", img2)
 
-	br := transporttest.Start(b)
-	br.Add(transport.Hub, []byte("hub"))
-	br.Add("dev", []byte("dev"))
-	store := transporttest.NewStore()
-	m2, digest, err := store.Add("o2", apb2, trust)
-	if err != nil {
-		b.Fatal(err)
-	}
-	offers := &transport.OfferSet{}
-	offers.Add("dev", "o2", time.Time{})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	hub := dialB(b, br.URL(), transport.Hub, "hub")
-	if err := transport.NewServer(hub, store, offers.Offered, transport.ServeOptions{Logger: quiet}).Start(ctx); err != nil {
-		b.Fatal(err)
-	}
-	dev := dialB(b, br.URL(), "dev", "dev")
-	f, err := transport.NewFetcher(dev, "dev", transport.FetchOptions{Logger: quiet})
-	if err != nil {
-		b.Fatal(err)
-	}
+	o, m2, f := benchRig(b, "o2", apb2)
+	digest := o.Digest
+	ctx := context.Background()
 	comp := &m2.Components[0]
 	out := make(memSink, size)
 	b.ResetTimer()

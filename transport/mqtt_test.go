@@ -22,7 +22,7 @@ var quiet = func() *slog.Logger {
 }()
 
 // dial connects id to url with password pw, closed at the end of the test.
-func dial(t *testing.T, url, id string, pw []byte) *transport.Conn {
+func dial(t testing.TB, url, id string, pw []byte) *transport.Conn {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -66,7 +66,7 @@ func build(t testing.TB, version string, img []byte) []byte {
 
 // rig is a broker, a hub serving one store, and helpers to connect devices.
 type rig struct {
-	t      *testing.T
+	t      testing.TB
 	broker *transporttest.Broker
 	store  *transporttest.Store
 	offers *transport.OfferSet
@@ -74,7 +74,7 @@ type rig struct {
 	hub    *transport.Conn
 }
 
-func newRig(t *testing.T) *rig {
+func newRig(t testing.TB) *rig {
 	b := transporttest.Start(t)
 	b.Add(transport.Hub, []byte("hub"))
 	r := &rig{t: t, broker: b, store: transporttest.NewStore(), offers: &transport.OfferSet{}}
