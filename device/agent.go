@@ -72,7 +72,6 @@ type Agent struct {
 	job       string // offer id of the running job
 	jobCancel context.CancelCauseFunc
 	jobDone   chan struct{}
-	stats     *transport.FetchStats
 }
 
 // NewAgent builds the agent of e for cfg; Run connects it.
@@ -120,16 +119,6 @@ func NewAgent(e *Engine, cfg HubConfig, o AgentOptions) (*Agent, error) {
 		offers: make(chan *transport.Offer, 4), cmds: make(chan *transport.Cmd, 8)}, nil
 }
 
-// ID is the device id the agent connects as.
-func (a *Agent) ID() string { return a.id }
-
-// FetchStats returns the counters of the chunk fetcher (nil before Run connected).
-func (a *Agent) FetchStats() *transport.FetchStats {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.stats
-}
-
 // Run connects (retrying with backoff until ctx ends), then serves the hub
 // until ctx ends. A download under way when ctx ends stays persisted and
 // resumes at the next Run.
@@ -145,7 +134,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	a.mu.Lock()
-	a.conn, a.fetch, a.stats = conn, fetch, &fetch.Stats
+	a.conn, a.fetch = conn, fetch
 	a.mu.Unlock()
 	offerTopic, _ := transport.Topic(a.id, transport.ChOffer)
 	cmdTopic, _ := transport.Topic(a.id, transport.ChCmd)

@@ -367,9 +367,6 @@ func (d *Download) Components() []int {
 	return out
 }
 
-// Plan returns the install plan.
-func (d *Download) Plan() []PlanItem { return d.plan }
-
 // Sink is where the uncompressed bytes of component comp (manifest index)
 // go, at each chunk's Offset.
 func (d *Download) Sink(comp int) io.WriterAt {
