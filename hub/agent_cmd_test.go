@@ -123,13 +123,7 @@ func TestAgentRebootHub(t *testing.T) {
 	if res.Op != "reboot" || res.Deployment != dep.ID || res.State != hub.DeployWaitingReboot || !res.Online {
 		t.Errorf("reboot answer %+v", res)
 	}
-	waitReboots(t, b, 1)
-	d.stop()
-	e, state := b.reboot(ctx)
-	if state != device.Committed.String() {
-		t.Fatalf("after the reboot the engine is %q, want committed", state)
-	}
-	b.runDaemon(f, "sim-1", e, nil)
+	b.runDaemon(f, "sim-1", b.rebootCommitted(ctx, d, 1), nil)
 	if got, want := steps(t, f.server(), dep.ID), "offered downloading installing waiting-reboot rebooting committed succeeded"; got != want {
 		t.Errorf("hub recorded %q, want %q", got, want)
 	}
@@ -328,13 +322,7 @@ func TestAgentRebootWindow(t *testing.T) {
 	if res.State != hub.DeployWaitingWindow {
 		t.Errorf("reboot answer state %q, want waiting-window", res.State)
 	}
-	waitReboots(t, b, 1)
-	d.stop()
-	e, state := b.reboot(ctx)
-	if state != device.Committed.String() {
-		t.Fatalf("after the reboot the engine is %q, want committed", state)
-	}
-	b.runDaemon(f, "sim-1", e, nil)
+	b.runDaemon(f, "sim-1", b.rebootCommitted(ctx, d, 1), nil)
 	if got, want := steps(t, f.server(), dep.ID), "offered downloading installing waiting-window rebooting committed succeeded"; got != want {
 		t.Errorf("hub recorded %q, want %q", got, want)
 	}

@@ -165,10 +165,14 @@ func (b *board) runDaemonWith(cfg device.HubConfig, e *device.Engine, progress f
 	return d
 }
 
-// reboot power-cycles the board and runs the daemon's boot work (ConfirmBoot,
-// Resume: the trial and its commit or rollback); it returns the new engine.
-func (b *board) reboot(ctx context.Context) (*device.Engine, string) {
+// rebootCommitted waits for the board's n-th reboot request, stops d,
+// power-cycles the board and runs the daemon's boot work (ConfirmBoot, Resume:
+// the trial and its commit or rollback), which must commit the trial; it
+// returns the new engine.
+func (b *board) rebootCommitted(ctx context.Context, d *daemon, n int64) *device.Engine {
 	b.t.Helper()
+	waitReboots(b.t, b, n)
+	d.stop()
 	if _, err := b.boot.RebootWith(sim.Default); err != nil {
 		b.t.Fatal(err)
 	}
@@ -180,7 +184,10 @@ func (b *board) reboot(ctx context.Context) (*device.Engine, string) {
 	if err != nil {
 		b.t.Fatalf("Resume: %v", err)
 	}
-	return e, state
+	if state != device.Committed.String() {
+		b.t.Fatalf("after the reboot the engine is %q, want committed", state)
+	}
+	return e
 }
 
 // compressible is a payload zstd shrinks: random blocks between runs of text.
@@ -291,13 +298,7 @@ func deployAndCommit(t *testing.T, f *fleet, b *board, id, version string, fault
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitReboots(t, b, b.reboots.Load()+1)
-	d.stop()
-	e, state := b.reboot(ctx)
-	if state != device.Committed.String() {
-		t.Fatalf("after the reboot the engine is %q, want committed", state)
-	}
-	last := b.runDaemon(f, id, e, nil)
+	last := b.runDaemon(f, id, b.rebootCommitted(ctx, d, b.reboots.Load()+1), nil)
 	defer last.stop()
 	return steps(t, f.server(), dep.ID), "offered downloading installing rebooting committed succeeded"
 }
@@ -712,13 +713,7 @@ func TestAgentMutualTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitReboots(t, b, 1)
-	d.stop()
-	e, state := b.reboot(ctx)
-	if state != device.Committed.String() {
-		t.Fatalf("after the reboot: %s, want committed", state)
-	}
-	b.runDaemonWith(cfg, e, nil)
+	b.runDaemonWith(cfg, b.rebootCommitted(ctx, d, 1), nil)
 	if got, want := steps(t, s, dep.ID), "offered downloading installing rebooting committed succeeded"; got != want {
 		t.Errorf("hub recorded %q, want %q", got, want)
 	}
