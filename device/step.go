@@ -349,7 +349,7 @@ func (e *Engine) step(ctx context.Context) (bool, string, error) {
 			return false, RolledBack.String(), e.rolledBack(ctx, rec, fmt.Sprintf(
 				"power lost before slot %s was committed; bootloader fell back to %s", rec.Target, booted))
 		}
-		return false, Committed.String(), e.commit(ctx, rec)
+		return false, StatusCommitted, e.commit(ctx, rec)
 
 	case Failed:
 		if onTarget {
