@@ -523,12 +523,9 @@ func (c *Conn) Drop() {
 // Match reports whether topic matches the MQTT filter (with + and #; a
 // $share/{group}/ prefix is ignored).
 func Match(filter, topic string) bool {
-	if rest, ok := strings.CutPrefix(filter, "$share/"); ok {
-		_, f, ok := strings.Cut(rest, "/")
-		if !ok {
-			return false
-		}
-		filter = f
+	filter, ok := unshared(filter)
+	if !ok {
+		return false
 	}
 	for {
 		f, frest, fmore := strings.Cut(filter, "/")

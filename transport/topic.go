@@ -103,6 +103,17 @@ func ParseTopic(topic string) (device string, ch Channel, err error) {
 	return device, ch, nil
 }
 
+// unshared strips a $share/{group}/ prefix from filter; ok is false when the
+// prefix has no group.
+func unshared(filter string) (f string, ok bool) {
+	rest, shared := strings.CutPrefix(filter, "$share/")
+	if !shared {
+		return filter, true
+	}
+	_, f, ok = strings.Cut(rest, "/")
+	return f, ok
+}
+
 // IsHub reports whether clientID is the hub's identity.
 func IsHub(clientID string) bool {
 	return clientID == Hub || strings.HasPrefix(clientID, Hub+".") && len(clientID) > len(Hub)+1
@@ -120,12 +131,9 @@ func Allowed(clientID, topic string, write bool) bool {
 	if IsHub(clientID) {
 		t := topic
 		if !write {
-			if rest, ok := strings.CutPrefix(t, "$share/"); ok {
-				_, f, ok := strings.Cut(rest, "/")
-				if !ok {
-					return false
-				}
-				t = f
+			var ok bool
+			if t, ok = unshared(t); !ok {
+				return false
 			}
 		}
 		if write && strings.ContainsAny(t, "+#") {
