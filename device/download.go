@@ -211,17 +211,8 @@ func (e *Engine) Prepare(ctx context.Context, signedManifest []byte, opts Downlo
 	}
 	// A fresh download dir before the state claims one, so no bitmap of an
 	// earlier download can ever count for this one.
-	if err := os.RemoveAll(d.dir); err != nil {
-		return nil, fmt.Errorf("prepare download: %w", err)
-	}
-	if err := os.MkdirAll(d.dir, 0o700); err != nil {
-		return nil, fmt.Errorf("prepare download: %w", err)
-	}
-	if err := writeFileSync(filepath.Join(d.dir, "digest"), []byte(info.Digest), 0o600); err != nil {
-		return nil, fmt.Errorf("prepare download: %w", err)
-	}
-	if err := syncDir(e.cfg.DataDir); err != nil {
-		return nil, fmt.Errorf("prepare download: %w", err)
+	if err := d.freshDir(); err != nil {
+		return nil, err
 	}
 	rec.Bundle, rec.Target, rec.From, rec.Components = j.Bundle, j.Target, j.From, j.Components
 	rec.Reason, rec.BootID, rec.Transitions, rec.Warnings = "", "", 0, nil
@@ -241,18 +232,32 @@ func (e *Engine) Prepare(ctx context.Context, signedManifest []byte, opts Downlo
 	return d, nil
 }
 
+// freshDir replaces the download dir with an empty one that holds the
+// bundle's digest, durably.
+func (d *Download) freshDir() error {
+	if err := os.RemoveAll(d.dir); err != nil {
+		return fmt.Errorf("prepare download: %w", err)
+	}
+	if err := os.MkdirAll(d.dir, 0o700); err != nil {
+		return fmt.Errorf("prepare download: %w", err)
+	}
+	if err := writeFileSync(filepath.Join(d.dir, "digest"), []byte(d.info.Digest), 0o600); err != nil {
+		return fmt.Errorf("prepare download: %w", err)
+	}
+	if err := syncDir(filepath.Dir(d.dir)); err != nil {
+		return fmt.Errorf("prepare download: %w", err)
+	}
+	return nil
+}
+
 // open creates the sinks, loading the persisted bitmaps unless fresh.
 func (d *Download) open(rec *Record, fresh bool) error {
 	if !fresh {
 		if b, err := os.ReadFile(filepath.Join(d.dir, "digest")); err != nil || string(b) != d.info.Digest {
 			// The download dir is not this bundle's: start the chunks over.
 			fresh = true
-			os.RemoveAll(d.dir)
-			if err := os.MkdirAll(d.dir, 0o700); err != nil {
-				return fmt.Errorf("prepare download: %w", err)
-			}
-			if err := writeFileSync(filepath.Join(d.dir, "digest"), []byte(d.info.Digest), 0o600); err != nil {
-				return fmt.Errorf("prepare download: %w", err)
+			if err := d.freshDir(); err != nil {
+				return err
 			}
 		}
 	}
