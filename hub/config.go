@@ -2,7 +2,6 @@ package hub
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -133,18 +132,6 @@ func (c *Config) tokens() ([]Token, error) {
 		out = append(out, Token{Name: t.Name, Role: t.Role, Token: secret})
 	}
 	return out, nil
-}
-
-func readPool(path string) (*x509.CertPool, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	p := x509.NewCertPool()
-	if !p.AppendCertsFromPEM(b) {
-		return nil, fmt.Errorf("%s: no PEM certificates", path)
-	}
-	return p, nil
 }
 
 func (c *Config) brokerTLS() (*tls.Config, error) {

@@ -50,7 +50,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err er
 	opt := Options{Trust: trust, RequireCerts: cfg.MQTT.RequireCerts, HubPassword: cfg.MQTT.HubPassword,
 		TempDir: cfg.uploadPath(), Log: log}
 	if cfg.DeviceCA != "" {
-		if opt.DeviceCA, err = readPool(cfg.DeviceCA); err != nil {
+		if opt.DeviceCA, err = transport.LoadPool(cfg.DeviceCA); err != nil {
 			return nil, fmt.Errorf("start hub: device ca: %w", err)
 		}
 	}

@@ -23,7 +23,8 @@ type TLSSettings struct {
 	ServerName string `yaml:"server_name"`
 }
 
-func loadPool(path string) (*x509.CertPool, error) {
+// LoadPool reads a PEM bundle of CA certificates.
+func LoadPool(path string) (*x509.CertPool, error) {
 	pem, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read CA: %w", err)
@@ -54,7 +55,7 @@ func (s *TLSSettings) pair() ([]tls.Certificate, error) {
 func (s *TLSSettings) Config() (*tls.Config, error) {
 	c := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: s.ServerName}
 	if s.CA != "" {
-		pool, err := loadPool(s.CA)
+		pool, err := LoadPool(s.CA)
 		if err != nil {
 			return nil, err
 		}
@@ -81,7 +82,7 @@ func (s *TLSSettings) ServerConfig() (*tls.Config, error) {
 	}
 	c := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: certs}
 	if s.CA != "" {
-		pool, err := loadPool(s.CA)
+		pool, err := LoadPool(s.CA)
 		if err != nil {
 			return nil, err
 		}
