@@ -395,18 +395,26 @@ func (s *SQLite) CreateDeployment(ctx context.Context, d *Deployment) error {
 	})
 }
 
-func (s *SQLite) Deployment(ctx context.Context, id int64) (*Deployment, error) {
+const deploymentCols = `id, bundle, version, device, state, created, updated`
+
+func scanDeployment(sc interface{ Scan(...any) error }) (*Deployment, error) {
 	var d Deployment
 	var created, updated int64
-	err := s.r.QueryRowContext(ctx, `SELECT id, bundle, version, device, state, created, updated FROM deployments WHERE id = ?`, id).
-		Scan(&d.ID, &d.Bundle, &d.Version, &d.Device, &d.State, &created, &updated)
+	if err := sc.Scan(&d.ID, &d.Bundle, &d.Version, &d.Device, &d.State, &created, &updated); err != nil {
+		return nil, err
+	}
+	d.Created, d.Updated = time.Unix(0, created).UTC(), time.Unix(0, updated).UTC()
+	return &d, nil
+}
+
+func (s *SQLite) Deployment(ctx context.Context, id int64) (*Deployment, error) {
+	d, err := scanDeployment(s.r.QueryRowContext(ctx, `SELECT `+deploymentCols+` FROM deployments WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("deployment %d: %w", id, ErrNotFound)
 	}
 	if err != nil {
 		return nil, err
 	}
-	d.Created, d.Updated = time.Unix(0, created).UTC(), time.Unix(0, updated).UTC()
 	rows, err := s.r.QueryContext(ctx, `SELECT state, detail, at FROM deployment_steps WHERE deployment = ? ORDER BY seq`, id)
 	if err != nil {
 		return nil, err
@@ -421,11 +429,11 @@ func (s *SQLite) Deployment(ctx context.Context, id int64) (*Deployment, error) 
 		st.At = time.Unix(0, at).UTC()
 		d.Steps = append(d.Steps, st)
 	}
-	return &d, rows.Err()
+	return d, rows.Err()
 }
 
 func (s *SQLite) Deployments(ctx context.Context, device string, activeOnly bool) ([]Deployment, error) {
-	q := `SELECT id, bundle, version, device, state, created, updated FROM deployments WHERE 1 = 1`
+	q := `SELECT ` + deploymentCols + ` FROM deployments WHERE 1 = 1`
 	var args []any
 	if device != "" {
 		q += ` AND device = ?`
@@ -441,13 +449,11 @@ func (s *SQLite) Deployments(ctx context.Context, device string, activeOnly bool
 	defer rows.Close()
 	var out []Deployment
 	for rows.Next() {
-		var d Deployment
-		var created, updated int64
-		if err := rows.Scan(&d.ID, &d.Bundle, &d.Version, &d.Device, &d.State, &created, &updated); err != nil {
+		d, err := scanDeployment(rows)
+		if err != nil {
 			return nil, err
 		}
-		d.Created, d.Updated = time.Unix(0, created).UTC(), time.Unix(0, updated).UTC()
-		out = append(out, d)
+		out = append(out, *d)
 	}
 	return out, rows.Err()
 }
