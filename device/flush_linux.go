@@ -33,7 +33,6 @@ const (
 	directBufs     = 4       // staging buffers: one filling, the rest held by queued writes
 	directMaxWrite = 4 << 20 // bytes per pwritev at most
 	directMaxIov   = 64      // buffers per pwritev at most (IOV_MAX is 1024)
-	directAlign    = 4096    // O_DIRECT offset, length and address alignment
 )
 
 // newFlushWriter returns the writer of an image slot opened as f. It

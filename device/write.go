@@ -158,7 +158,7 @@ func newChunkStream(ctx context.Context, ra io.ReaderAt, c *bundle.Component, ex
 			case buf = <-s.pool:
 			default:
 				if made < pipelineDepth {
-					b := make([]byte, max(batchBytes, bundle.MaxChunk)+readAlign)
+					b := make([]byte, max(batchBytes, bundle.MaxChunk)+directAlign)
 					buf = &b
 					made++
 					break
@@ -191,7 +191,7 @@ func newChunkStream(ctx context.Context, ra io.ReaderAt, c *bundle.Component, ex
 				// Raw chunks are placed in the buffer at their payload
 				// offset modulo a page, so that a slot writer can write
 				// their whole pages with O_DIRECT straight from it.
-				pad := plain[i] % readAlign
+				pad := plain[i] % directAlign
 				p.ext = ext[i:j]
 				if _, err := ra.ReadAt((*buf)[pad:pad+total], ext[i].Offset); err != nil {
 					if errors.Is(err, io.EOF) {
@@ -435,10 +435,13 @@ func checkSum(path string, h hash.Hash, want []byte) error {
 }
 
 // Read-back reads readBackBuf bytes at a time, one buffer ahead of the
-// hashing; with O_DIRECT, offsets and lengths are rounded to readAlign.
+// hashing. directAlign is the O_DIRECT offset, length and address
+// alignment, of the read-back as of the slot writer (directWriter), whose
+// in-place writes rely on the chunk pipeline placing raw chunks at their
+// payload offset modulo it.
 const (
 	readBackBuf = 512 << 10
-	readAlign   = 4096
+	directAlign = 4096
 )
 
 // readBacker verifies a slot while it is still being written: every range
@@ -511,7 +514,7 @@ func newReadBacker(ctx context.Context, path string) (*readBacker, error) {
 // from is page-aligned (reads rounded up to whole pages), else after
 // dropping the cached pages of the range.
 func (rb *readBacker) readRange(ctx context.Context, from, to int64, free chan []byte, full chan<- block) error {
-	f, direct := rb.d, rb.d != nil && from%readAlign == 0
+	f, direct := rb.d, rb.d != nil && from%directAlign == 0
 	if !direct {
 		f = rb.f
 		dropCache(f, from, to-from)
@@ -526,7 +529,7 @@ func (rb *readBacker) readRange(ctx context.Context, from, to int64, free chan [
 		need := min(int64(len(b)), to-off)
 		want := need
 		if direct {
-			want = min(int64(len(b)), (need+readAlign-1)&^(readAlign-1))
+			want = min(int64(len(b)), (need+directAlign-1)&^(directAlign-1))
 		}
 		m, err := f.ReadAt(b[:want], off)
 		if int64(m) < need {
