@@ -102,12 +102,13 @@ func statusOf(err error) int {
 	return http.StatusInternalServerError
 }
 
-type apiError struct {
+// ErrorResponse is the body of every error answer.
+type ErrorResponse struct {
 	Error string `json:"error"`
 }
 
 func writeError(w http.ResponseWriter, code int, msg string) {
-	writeJSON(w, code, apiError{Error: msg})
+	writeJSON(w, code, ErrorResponse{Error: msg})
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) error {

@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"os"
 	"strings"
+
+	"github.com/autopatcher/autopatcher/hub"
 )
 
 // client talks to a hub's HTTP API.
@@ -42,10 +44,6 @@ func clientFlagSet(name string, stderr io.Writer) (fs *flag.FlagSet, asJSON *boo
 	}
 }
 
-type apiError struct {
-	Error string `json:"error"`
-}
-
 // do sends a request and decodes a JSON answer into out (when not nil).
 func (c *client) do(ctx context.Context, method, path string, body io.Reader, size int64, out any) error {
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
@@ -69,7 +67,7 @@ func (c *client) do(ctx context.Context, method, path string, body io.Reader, si
 		return fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	if resp.StatusCode >= 300 {
-		var e apiError
+		var e hub.ErrorResponse
 		if json.Unmarshal(b, &e) == nil && e.Error != "" {
 			return fmt.Errorf("hub: %s (%d)", e.Error, resp.StatusCode)
 		}
