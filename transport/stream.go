@@ -80,15 +80,14 @@ type FetchStats struct {
 // a device. One Fetcher serves one device connection; its fetches run one at
 // a time.
 type Fetcher struct {
-	link   Link
-	get    string
-	opts   FetchOptions
-	log    *slog.Logger
-	in     chan *Data
-	mu     sync.Mutex // one fetch at a time
-	seq    atomic.Uint32
-	Stats  FetchStats
-	closed chan struct{}
+	link  Link
+	get   string
+	opts  FetchOptions
+	log   *slog.Logger
+	in    chan *Data
+	mu    sync.Mutex // one fetch at a time
+	seq   atomic.Uint32
+	Stats FetchStats
 }
 
 // NewFetcher subscribes to the device's data topic on l and returns a Fetcher
@@ -264,6 +263,11 @@ func (f *Fetcher) Fetch(ctx context.Context, r Request) error {
 
 func (f *Fetcher) fetch(ctx context.Context, r Request) error {
 	c := r.Comp
+	key := func(i int) [32]byte {
+		var h [32]byte
+		copy(h[:], c.Chunks[i].SHA256)
+		return h
+	}
 	// Group the missing chunks by hash: one download serves them all.
 	groups := map[[32]byte][]int{}
 	var order []int // representative index of every group, ascending
@@ -271,17 +275,11 @@ func (f *Fetcher) fetch(ctx context.Context, r Request) error {
 		if r.Done.Done(r.Index, i) {
 			continue
 		}
-		var h [32]byte
-		copy(h[:], c.Chunks[i].SHA256)
+		h := key(i)
 		if _, ok := groups[h]; !ok {
 			order = append(order, i)
 		}
 		groups[h] = append(groups[h], i)
-	}
-	key := func(i int) [32]byte {
-		var h [32]byte
-		copy(h[:], c.Chunks[i].SHA256)
-		return h
 	}
 	write := func(rep int, plain []byte) error {
 		for _, i := range groups[key(rep)] {
