@@ -9,7 +9,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -555,8 +554,8 @@ func ubootChoices(log string) []string {
 	return s
 }
 
-// stampOf returns the guest time of the first AP-E2E line containing substr
-// at or after the from'th occurrence of a boot, or -1.
+// stampOf returns the guest time of the first AP-E2E line containing
+// substr, or -1.
 func stampOf(log, substr string) float64 {
 	for _, m := range reStamp.FindAllStringSubmatch(log, -1) {
 		if strings.Contains(m[2], substr) {
@@ -566,5 +565,3 @@ func stampOf(log, substr string) float64 {
 	}
 	return -1
 }
-
-var _ = io.Discard
