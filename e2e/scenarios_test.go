@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/autopatcher/autopatcher/bundle"
+	"github.com/autopatcher/autopatcher/device"
 	"github.com/autopatcher/autopatcher/e2e/disk"
 )
 
@@ -206,38 +207,26 @@ func getData(t *testing.T, img, name string) []byte {
 	return b
 }
 
-// deviceState is the part of autopatchd's state.json the test checks.
-type deviceState struct {
-	State     string            `json:"state"`
-	Installed map[string]string `json:"installed"`
-	Last      *struct {
-		State  string `json:"state"`
-		Reason string `json:"reason"`
-		Bundle struct {
-			Version string `json:"version"`
-		} `json:"bundle"`
-	} `json:"last"`
-	Reason string `json:"reason"`
-}
-
-// last returns "state:version" of the last result.
-func (s deviceState) last() string {
+// lastResult returns "state:version" of the last result.
+func lastResult(s device.Record) string {
 	if s.Last == nil {
 		return ""
 	}
-	return s.Last.State + ":" + s.Last.Bundle.Version
+	return s.Last.State.String() + ":" + s.Last.Bundle.Version
 }
 
-func readState(t *testing.T, img string) (deviceState, string) {
+// readState decodes autopatchd's state.json from the data partition of img
+// (the zero Record when it is missing).
+func readState(t *testing.T, img string) device.Record {
 	t.Helper()
 	b := getData(t, img, "autopatcher/state.json")
-	var s deviceState
+	var s device.Record
 	if len(b) > 0 {
 		if err := json.Unmarshal(b, &s); err != nil {
 			t.Errorf("decode state.json: %v", err)
 		}
 	}
-	return s, string(b)
+	return s
 }
 
 // bootRecord is one Linux boot seen on the console.
@@ -366,9 +355,9 @@ func TestAutopatchd(t *testing.T) {
 		p, rd := r.readEnvFiles(t, img)
 		report(t, strings.HasPrefix(p["BOOT_ORDER"], "B") && p["BOOT_B_LEFT"] == "3" && fmt.Sprint(p) == fmt.Sprint(rd),
 			"env on disk (what U-Boot reads next): uboot.env %v, uboot-redund.env %v", p, rd)
-		st, _ := readState(t, img)
-		report(t, st.State == "committed" && st.last() == "committed:2.0.0" && st.Installed["rootfs"] == "2.0.0",
-			"state.json: state %s, last %s, rootfs %s", st.State, st.last(), st.Installed["rootfs"])
+		st := readState(t, img)
+		report(t, st.State == device.Committed && lastResult(st) == "committed:2.0.0" && st.Installed["rootfs"] == "2.0.0",
+			"state.json: state %s, last %s, rootfs %s", st.State, lastResult(st), st.Installed["rootfs"])
 	})
 
 	ok = ok && t.Run("2-health-fail-rollback", func(t *testing.T) {
@@ -388,10 +377,9 @@ func TestAutopatchd(t *testing.T) {
 		}
 		p, _ := r.readEnvFiles(t, img)
 		report(t, strings.HasPrefix(p["BOOT_ORDER"], "B"), "env on disk keeps B first: %v", p)
-		st, raw := readState(t, img)
-		report(t, st.State == "rolled-back" && st.last() == "rolled-back:3.0.0" && st.Installed["rootfs"] == "2.0.0",
-			"state.json: state %s, last %s (%s), rootfs %s", st.State, st.last(), lastReason(st), st.Installed["rootfs"])
-		_ = raw
+		st := readState(t, img)
+		report(t, st.State == device.RolledBack && lastResult(st) == "rolled-back:3.0.0" && st.Installed["rootfs"] == "2.0.0",
+			"state.json: state %s, last %s (%s), rootfs %s", st.State, lastResult(st), lastReason(st), st.Installed["rootfs"])
 	})
 
 	ok = ok && t.Run("3-hang-watchdog", func(t *testing.T) {
@@ -421,28 +409,16 @@ func TestAutopatchd(t *testing.T) {
 		u := ubootChoices(log)
 		report(t, len(u) == 3 && strings.HasPrefix(u[1], "A(0,") && strings.HasPrefix(u[2], "B(0,"),
 			"after the reset U-Boot fell back to B because A's single try was used up: %v", u)
-		st, _ := readState(t, img)
-		report(t, st.State == "rolled-back" && st.last() == "rolled-back:4.0.0" && st.Installed["rootfs"] == "2.0.0",
-			"state.json: state %s, last %s (%s), rootfs %s", st.State, st.last(), lastReason(st), st.Installed["rootfs"])
+		st := readState(t, img)
+		report(t, st.State == device.RolledBack && lastResult(st) == "rolled-back:4.0.0" && st.Installed["rootfs"] == "2.0.0",
+			"state.json: state %s, last %s (%s), rootfs %s", st.State, lastResult(st), lastReason(st), st.Installed["rootfs"])
 	})
 
 	ok = ok && t.Run("4-power-cut", func(t *testing.T) {
 		before, _ := r.readEnvFiles(t, img)
 		putData(t, img, map[string][]byte{"e2e-queue": installQueue("v5.apb")})
-		logPath := filepath.Join(r.work, "s4-powercut.log")
-		r.keepLog(t, logPath)
-		v, err := r.boot(img, logPath)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, werr := v.waitFor(2*time.Minute, func(l string) bool { return markWriting.MatchString(l) })
-		if werr == nil {
-			// The write of the 25 MiB slot image takes a few seconds.
-			time.Sleep(700 * time.Millisecond)
-		}
-		v.kill()
-		_ = v.wait(10 * time.Second)
-		log := v.text()
+		// The write of the 25 MiB slot image takes a few seconds: cut 0.7s in.
+		log := r.run(t, img, "s4-powercut", 2*time.Minute, 700*time.Millisecond, markWriting.MatchString)
 		report(t, markWriting.MatchString(log) && !strings.Contains(log, "-> written bundle=5.0.0"),
 			"power cut (QEMU killed) while v5 was being written into A (install journal present, state not yet written)")
 		after, _ := r.readEnvFiles(t, img)
@@ -456,10 +432,10 @@ func TestAutopatchd(t *testing.T) {
 		report(t, len(bs) >= 1 && bs[0].slot == "B" && bs[0].version == "2.0.0", "after the power cut the board boots B (2.0.0): %q", seq(bs))
 		report(t, regexp.MustCompile(`status: last result:\s+abandoned armv7-system 5\.0\.0`).MatchString(log),
 			"autopatchd status on B reports the interrupted install as abandoned")
-		st, _ := readState(t, img)
-		report(t, st.Installed["rootfs"] == "2.0.0" && st.last() == "abandoned:5.0.0",
+		st := readState(t, img)
+		report(t, st.Installed["rootfs"] == "2.0.0" && lastResult(st) == "abandoned:5.0.0",
 			"state.json: the cut install is reported abandoned, 2.0.0 stays installed: state %s, last %s (%s), rootfs %s",
-			st.State, st.last(), lastReason(st), st.Installed["rootfs"])
+			st.State, lastResult(st), lastReason(st), st.Installed["rootfs"])
 		p, rd := r.readEnvFiles(t, img)
 		report(t, strings.HasPrefix(p["BOOT_ORDER"], "B") && p["BOOT_B_LEFT"] == "3" && fmt.Sprint(p) == fmt.Sprint(rd),
 			"env on disk: B first with full tries, both copies equal: %v / %v", p, rd)
@@ -475,7 +451,7 @@ func installQueue(name string) []byte {
 	return []byte("sleep 3s\ninstall /data/" + name + "\n")
 }
 
-func lastReason(s deviceState) string {
+func lastReason(s device.Record) string {
 	if s.Last == nil {
 		return ""
 	}
