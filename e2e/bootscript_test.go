@@ -15,26 +15,7 @@ import (
 // commit; the next boot is A again because B's single try is used up.
 func TestBootScriptAB(t *testing.T) {
 	r := getRig(t)
-	ia, err := r.initramfs(guest{Role: "commit-try", Version: "a1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ib, err := r.initramfs(guest{Role: "nocommit", Version: "b1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sa, err := r.slotImage("abA", ia)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sb, err := r.slotImage("abB", ib)
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := r.diskImage("ab", sa, sb, map[string][]byte{"README": []byte("data partition\n")})
-	if err != nil {
-		t.Fatal(err)
-	}
+	img := r.abDisk(t, "ab", guest{Role: "commit-try", Version: "a1"}, guest{Role: "nocommit", Version: "b1"})
 	logPath := filepath.Join(r.work, "bootscript.log")
 	r.keepLog(t, logPath)
 	v, err := r.boot(img, logPath)
@@ -54,20 +35,7 @@ func TestBootScriptAB(t *testing.T) {
 	report(t, gotU == "A(2,3) B(3,0) A(2,0)", "U-Boot choices (slot(A_LEFT,B_LEFT) after decrement): got %q, want %q", gotU, "A(2,3) B(3,0) A(2,0)")
 	report(t, strings.Contains(log, "back on committed slot A"), "slot A saw the failed trial of B")
 
-	p, rd := r.readEnvFiles(t, img)
-	want := map[string]string{"BOOT_ORDER": "B A", "BOOT_A_LEFT": "2", "BOOT_B_LEFT": "0"}
-	for _, f := range []struct {
-		name string
-		vars map[string]string
-	}{{"uboot.env", p}, {"uboot-redund.env", rd}} {
-		ok := true
-		for k, w := range want {
-			if f.vars[k] != w {
-				ok = false
-			}
-		}
-		report(t, ok, "%s on disk (slots + fw_printenv): %v, want %v", f.name, f.vars, want)
-	}
+	r.checkEnvFiles(t, img)
 	if ts := stampOf(log, "init started"); ts >= 0 {
 		fmt.Printf("TIME  kernel start -> /init first line: %.2fs (guest clock); whole run %.1fs wall\n", ts, el.Seconds())
 	}
@@ -81,26 +49,8 @@ func TestSlotsBackendAB(t *testing.T) {
 	r := getRig(t)
 	fwEnv, slotsYAML := r.boardFiles(t)
 	files := map[string][]byte{"etc/fw_env.config": fwEnv, "etc/autopatcher/slots.yaml": slotsYAML}
-	ia, err := r.initramfs(guest{Role: "slots-commit-try", Version: "a1", Files: files})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ib, err := r.initramfs(guest{Role: "slots-nocommit", Version: "b1", Files: files})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sa, err := r.slotImage("slA", ia)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sb, err := r.slotImage("slB", ib)
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := r.diskImage("sl", sa, sb, map[string][]byte{"README": []byte("data partition\n")})
-	if err != nil {
-		t.Fatal(err)
-	}
+	img := r.abDisk(t, "sl", guest{Role: "slots-commit-try", Version: "a1", Files: files},
+		guest{Role: "slots-nocommit", Version: "b1", Files: files})
 	logPath := filepath.Join(r.work, "slots-backend.log")
 	r.keepLog(t, logPath)
 	v, err := r.boot(img, logPath)
@@ -119,20 +69,7 @@ func TestSlotsBackendAB(t *testing.T) {
 		"slots backend on A: committed A and set a one-shot try of B")
 	bs := splitBoots(log)
 	report(t, len(bs) == 3 && strings.Contains(bs[1].text, "trial=B"), "slots backend on B sees the trial U-Boot started (trial=B)")
-	p, rd := r.readEnvFiles(t, img)
-	want := map[string]string{"BOOT_ORDER": "B A", "BOOT_A_LEFT": "2", "BOOT_B_LEFT": "0"}
-	for _, f := range []struct {
-		name string
-		vars map[string]string
-	}{{"uboot.env", p}, {"uboot-redund.env", rd}} {
-		ok := len(f.vars) > 0
-		for k, w := range want {
-			if f.vars[k] != w {
-				ok = false
-			}
-		}
-		report(t, ok, "%s on disk: %v, want %v", f.name, f.vars, want)
-	}
+	r.checkEnvFiles(t, img)
 }
 
 // TestEnvSurvivesPowerCut cuts the power two seconds after the slots
@@ -150,47 +87,20 @@ func TestEnvSurvivesPowerCut(t *testing.T) {
 		if async {
 			files["etc/guestinit/boot-async"] = []byte("1\n")
 		}
-		ia, err := r.initramfs(guest{Role: "slots-commit-hold", Version: "a1", Files: files})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ib, err := r.initramfs(guest{Role: "slots-nocommit", Version: "b1", Files: files})
-		if err != nil {
-			t.Fatal(err)
-		}
-		sa, err := r.slotImage("pcA", ia)
-		if err != nil {
-			t.Fatal(err)
-		}
-		sb, err := r.slotImage("pcB", ib)
-		if err != nil {
-			t.Fatal(err)
-		}
-		img, err := r.diskImage("pc-"+name, sa, sb, map[string][]byte{"README": []byte("data partition\n")})
-		if err != nil {
-			t.Fatal(err)
-		}
-		logPath := filepath.Join(r.work, "envcut-"+name+".log")
-		r.keepLog(t, logPath)
-		v, err := r.boot(img, logPath)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, werr := v.waitFor(2*time.Minute, func(l string) bool { return strings.Contains(l, "holding") })
-		time.Sleep(2 * time.Second)
-		v.kill()
-		_ = v.wait(10 * time.Second)
-		if werr != nil {
-			report(t, false, "%s: slots backend committed A and tried B: %v", name, werr)
+		img := r.abDisk(t, "pc-"+name, guest{Role: "slots-commit-hold", Version: "a1", Files: files},
+			guest{Role: "slots-nocommit", Version: "b1", Files: files})
+		log := r.run(t, img, "envcut-"+name, 2*time.Minute, 2*time.Second, func(log string) bool { return strings.Contains(log, "holding") })
+		if !strings.Contains(log, "holding") {
+			report(t, false, "%s: slots backend committed A and tried B", name)
 			continue
 		}
 		logPath2 := filepath.Join(r.work, "envcut-"+name+"-next.log")
 		r.keepLog(t, logPath2)
-		v, err = r.boot(img, logPath2)
+		v, err := r.boot(img, logPath2)
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, werr = v.waitFor(time.Minute, func(l string) bool { return strings.Contains(l, "autopatcher: booting slot") })
+		_, werr := v.waitFor(time.Minute, func(l string) bool { return strings.Contains(l, "autopatcher: booting slot") })
 		v.kill()
 		_ = v.wait(10 * time.Second)
 		u := ubootChoices(v.text())
@@ -201,5 +111,47 @@ func TestEnvSurvivesPowerCut(t *testing.T) {
 		}
 		fmt.Printf("INFO  %s: boot partition mounted without sync,dirsync: after the same cut U-Boot chose %v (B(3,0) = env survived); %s\n",
 			t.Name(), u, map[bool]string{true: "the env writer is durable on its own", false: "the env update was lost: mount /boot sync,dirsync or syncfs after writing"}[ok])
+	}
+}
+
+// abDisk builds a disk whose slot A runs guest a and slot B guest b, with a
+// small data partition.
+func (r *rig) abDisk(t *testing.T, name string, a, b guest) string {
+	t.Helper()
+	var slotImg [2]string
+	for i, g := range []guest{a, b} {
+		ird, err := r.initramfs(g)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if slotImg[i], err = r.slotImage(name+[]string{"A", "B"}[i], ird); err != nil {
+			t.Fatal(err)
+		}
+	}
+	img, err := r.diskImage(name, slotImg[0], slotImg[1], map[string][]byte{"README": []byte("data partition\n")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+// checkEnvFiles reports whether both env files on img, read by the slots
+// package and by fw_printenv, hold the state after A committed itself and
+// B's single try was used up.
+func (r *rig) checkEnvFiles(t *testing.T, img string) {
+	t.Helper()
+	p, rd := r.readEnvFiles(t, img)
+	want := map[string]string{"BOOT_ORDER": "B A", "BOOT_A_LEFT": "2", "BOOT_B_LEFT": "0"}
+	for _, f := range []struct {
+		name string
+		vars map[string]string
+	}{{"uboot.env", p}, {"uboot-redund.env", rd}} {
+		ok := len(f.vars) > 0
+		for k, w := range want {
+			if f.vars[k] != w {
+				ok = false
+			}
+		}
+		report(t, ok, "%s on disk (slots + fw_printenv): %v, want %v", f.name, f.vars, want)
 	}
 }
