@@ -117,14 +117,14 @@
 // Measured on a 2-core VM with a host-cached virtio disk (ext4, one
 // hardware queue): plain dd ≈ 1070–1230 MiB/s, dd with O_DIRECT ≈
 // 1470–1670, O_DIRECT read ≈ 1600–2300, sha256 ≈ 1700 on one core.
-// Without read-back Write gives 0.86–1.07 of plain dd over five runs
-// (0.64–0.86 of O_DIRECT dd). With read-back it gives 0.70–0.80 of plain
-// dd against a verify-ceiling of 0.74–0.79: the device moves twice the
-// bytes dd moves, and this disk reads and writes from one shared
-// bandwidth (a `dd oflag=direct` write and a `dd iflag=direct` read of
-// 256 MiB each run together take as long as one after the other, 0.32 s
-// against 0.17 + 0.14 s; the benchmark reports it as duplex, 0.9–1.15
-// here), so the 0.90 goal is out of reach for read-back
+// Without read-back Write gives 0.86–1.13 of plain dd over the day's runs
+// (0.64–0.86 of O_DIRECT dd). With read-back it gives 0.70–0.82 of plain
+// dd against a verify-ceiling of 0.70–0.81: the device moves twice the
+// bytes dd moves, and this disk overlaps reads and writes only a little
+// (a `dd oflag=direct` write and a `dd iflag=direct` read of 256 MiB run
+// together take about as long as one after the other, 0.32 s against
+// 0.17 + 0.14 s; the benchmark reports it as duplex, 0.9–1.34 here), so
+// the 0.90 goal is not reached for read-back
 // here; it is within reach where reads are far faster than writes (SD
 // cards, eMMC, USB flash) and sha256 is well above the write speed.
 
