@@ -39,7 +39,10 @@ func BenchmarkSlotWrite(b *testing.B) {
 	src := filepath.Join(dir, "src.img")
 	data := randBytes(size, 42)
 	sum := sha256.Sum256(data)
-	if err := writeSynced(src, data); err != nil {
+	// Synced, so that the inputs' writeback does not compete with the
+	// runs being measured (a plain dd measured while 256 MiB of input are
+	// still dirty runs at half speed).
+	if err := ReplaceFile(src, data, 0o644, nil); err != nil {
 		b.Fatal(err)
 	}
 	// The CPU's sha256 speed over as many bytes, measured in every round
@@ -84,7 +87,7 @@ func BenchmarkSlotWrite(b *testing.B) {
 	// slot, dd iflag=direct of another file of the same size): whether
 	// this disk can overlap the read-back with the writes at all.
 	other := filepath.Join(dir, "other.img")
-	if err := writeSynced(other, data); err != nil {
+	if err := ReplaceFile(other, data, 0o644, nil); err != nil {
 		b.Fatal(err)
 	}
 	runDuplex := func() time.Duration {
@@ -177,23 +180,4 @@ func BenchmarkSlotWrite(b *testing.B) {
 	b.ReportMetric(plain.Seconds()/tPlain.Seconds(), "noverify-ratio")
 	b.ReportMetric(tDD.Seconds()/tVerify.Seconds(), "verify-ratio-direct")
 	b.ReportMetric(tDD.Seconds()/tPlain.Seconds(), "noverify-ratio-direct")
-}
-
-// writeSynced writes a benchmark's input file and syncs it, so that its
-// writeback does not compete with the runs being measured (a plain dd
-// measured while 256 MiB of input are still dirty runs at half speed).
-func writeSynced(path string, data []byte) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }
