@@ -170,7 +170,7 @@ func BenchmarkInstall(b *testing.B) {
 	}
 	b.ReportMetric(size, "arm7-binary-MiB")
 	// The floor under it: the libraries the daemon cannot do without
-	// (TLS, MQTT, msgp, CBOR/COSE, zstd, YAML, slog, watchdog, serial)
+	// (TLS, MQTT, msgp, CBOR/COSE, zstd, YAML, slog, watchdog)
 	// linked by a program with none of autopatchd's own code.
 	floor, err := armSize(b, "./testdata/sizefloor")
 	if err != nil {

@@ -1,10 +1,10 @@
 // Command sizefloor links what autopatchd cannot do without and none of
 // its own code: a YAML config, slog, an MQTT v5 client over mutual TLS
 // (paho.golang), msgp messages, CBOR and COSE_Sign1 verification, a zstd
-// decoder, the hardware watchdog (u-root) and a serial port. Its stripped
-// size is the floor under autopatchd's; BenchmarkInstall builds it with
-// autopatchd's flags and reports it beside the daemon (arm7-floor-MiB).
-// It is never run.
+// decoder and the hardware watchdog (u-root). Its stripped size is the
+// floor under autopatchd's; BenchmarkInstall builds it with autopatchd's
+// flags and reports it beside the daemon (arm7-floor-MiB). It is never
+// run.
 package main
 
 import (
@@ -21,7 +21,6 @@ import (
 	"github.com/tinylib/msgp/msgp"
 	"github.com/u-root/u-root/pkg/watchdog"
 	"github.com/veraison/go-cose"
-	"go.bug.st/serial"
 	"gopkg.in/yaml.v3"
 )
 
@@ -124,14 +123,5 @@ func run() error {
 		return err
 	}
 	defer wd.MagicClose()
-	if err := wd.KeepAlive(); err != nil {
-		return err
-	}
-	port, err := serial.Open("/dev/ttyS0", &serial.Mode{BaudRate: 115200})
-	if err != nil {
-		return err
-	}
-	defer port.Close()
-	_, err = port.Write([]byte("up\n"))
-	return err
+	return wd.KeepAlive()
 }
