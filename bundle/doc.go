@@ -54,8 +54,11 @@
 // Reader; Next yields each component with an io.Reader of verified bytes.
 // A second goroutine reads and verifies chunks ahead of the consumer
 // (WithReadAhead). Each byte is hashed once: the contiguous chunk table
-// proves the whole payload, so the component's SHA-256 is left to the slot
-// writer's read-back unless WithPayloadHash asks the reader to check it too. Hard limits (Limits) bound every allocation.
+// proves the whole payload, so the component's SHA-256 is not needed to
+// trust it: it is one digest of the whole image, for a writer that reads
+// an image back as one stream (slots.Target.Write) and for builder QA, and
+// WithPayloadHash asks the reader to check it too. Hard limits (Limits)
+// bound every allocation.
 // Errors wrap one of the package's sentinel errors (ErrSignature,
 // ErrCorruptChunk, ...) and name the failed check, component and chunk.
 //

@@ -40,7 +40,8 @@ func WithReadAhead(n int) Option {
 // WithPayloadHash controls whether a Reader also checks each component's
 // whole-payload SHA256 (default false). The signed chunk table covers the
 // payload contiguously, so verifying every chunk already proves every byte;
-// the component hash is for a slot writer's read-back after writing, and
-// for builder QA (mkbundle verify turns this on). When on, it runs on the
+// the component hash is one digest of the whole image, for a writer that
+// reads an image back as one stream (slots.Target.Write) and for builder
+// QA (mkbundle verify turns this on). When on, it runs on the
 // consumer goroutine while the next chunks are verified on the other.
 func WithPayloadHash(on bool) Option { return func(o *options) { o.payloadHash = on } }

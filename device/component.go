@@ -70,7 +70,7 @@ func (e *Engine) writeImage(ctx context.Context, s *chunkStream, it PlanItem, c 
 	var rb *readBacker
 	var flushed func(off, n int64)
 	if it.verify {
-		if rb, err = newReadBacker(ctx, it.Target); err != nil {
+		if rb, err = newReadBacker(ctx, it.Target, c.Chunks); err != nil {
 			f.Close()
 			return err
 		}
@@ -101,7 +101,7 @@ func (e *Engine) writeImage(ctx context.Context, s *chunkStream, it PlanItem, c 
 		return err
 	}
 	if rb != nil {
-		return rb.finish(ctx, c.Size, c.SHA256)
+		return rb.finish(c.Size)
 	}
 	return nil
 }

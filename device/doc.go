@@ -37,8 +37,12 @@
 //	    Progress is tracked in install.json, not in
 //	    state.json, so a bundle found bad midway (a corrupt chunk) leaves
 //	    state.json untouched; what it staged is removed.
-//	  - written: everything is fsynced and, where configured, read back and
-//	    compared with the component's sha256. state.json takes over.
+//	  - written: everything is fsynced and, where configured, read back
+//	    from the medium while later ranges are still written, every chunk
+//	    compared with its sha256 in the signed chunk table (the chunks cover
+//	    the payload back to back, so this proves every byte; the hashing is
+//	    spread over the cores, and a mismatch names the chunk and its
+//	    offset). state.json takes over.
 //	  - try-set: the bootloader tries the target slot once on the next boot
 //	    (one Try for the whole bundle: every image targets the same boot name).
 //	    A try the bootloader refuses (no other bootable slot to fall back to)

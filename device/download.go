@@ -600,7 +600,7 @@ func (d *Download) place(ctx context.Context, j *Record) error {
 				return fmt.Errorf("install component %q: %w", it.Component, err)
 			}
 		}
-		if err := readBack(ctx, s.path, c.Size, c.SHA256); err != nil {
+		if err := readBack(ctx, s.path, c); err != nil {
 			return fmt.Errorf("install component %q: %w", it.Component, err)
 		}
 		var err error
@@ -628,14 +628,14 @@ func (d *Download) place(ctx context.Context, j *Record) error {
 	return nil
 }
 
-// readBack checks the sha256 of the first size bytes of path as read from
-// the medium.
-func readBack(ctx context.Context, path string, size uint64, want []byte) error {
-	rb, err := newReadBacker(ctx, path)
+// readBack checks component c, staged at path, as read from the medium
+// against its chunk table.
+func readBack(ctx context.Context, path string, c *bundle.Component) error {
+	rb, err := newReadBacker(ctx, path, c.Chunks)
 	if err != nil {
 		return err
 	}
-	return rb.finish(ctx, size, want)
+	return rb.finish(c.Size)
 }
 
 func removeDir(dir string) error {

@@ -6,8 +6,8 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
+	"math"
 	"os"
 	"runtime"
 	"sync"
@@ -427,142 +427,225 @@ func openSlotFile(path, typ string) (*os.File, error) {
 	return f, nil
 }
 
-func checkSum(path string, h hash.Hash, want []byte) error {
-	if got := h.Sum(nil); subtle.ConstantTimeCompare(got, want) != 1 {
-		return fmt.Errorf("%w: read back %s: sha256 %x, want %x", ErrVerify, path, got, want)
-	}
-	return nil
-}
-
-// Read-back reads readBackBuf bytes at a time, one buffer ahead of the
-// hashing. directAlign is the O_DIRECT offset, length and address
-// alignment, of the read-back as of the slot writer (directWriter), whose
-// in-place writes rely on the chunk pipeline placing raw chunks at their
-// payload offset modulo it.
+// Read-back reads up to readBackBuf bytes at a time (at least a whole
+// chunk, bundle.MaxChunk, plus a page either side). directAlign is the
+// O_DIRECT offset, length and address alignment, of the read-back as of
+// the slot writer (directWriter), whose in-place writes rely on the chunk
+// pipeline placing raw chunks at their payload offset modulo it.
 const (
 	readBackBuf = 512 << 10
 	directAlign = 4096
 )
 
-// readBacker verifies a slot while it is still being written: every range
-// whose write reached the medium is read back from the medium (O_DIRECT
-// where the file system has it, else after dropping its cached pages)
-// into one running sha256, in order. One goroutine reads, another hashes,
-// with two page-aligned buffers between them, for the whole write: a
-// range costs a channel send. finish has the reader read the rest after
-// the final fsync and checks the sum.
+// readBacker verifies a written component by reading it back from the
+// medium (O_DIRECT where the file system has it, else after dropping its
+// cached pages) and checking every chunk's sha256 against the signed
+// chunk table; the chunks cover the payload back to back, so together
+// they prove all of it. It runs while the slot is still being written:
+// each range whose write reached the medium is reported to flushed, in
+// order, and the whole chunks inside it are read back at once. One
+// goroutine reads batches of consecutive chunks into page-aligned
+// buffers; the chunks are hashed by up to readBackWorkers goroutines, so
+// the read-back's hashing is spread over the cores rather than one
+// running sha256 on one. finish reads what is left after the final fsync
+// and returns the verdict.
 type readBacker struct {
-	f      *os.File
-	d      *os.File // O_DIRECT handle, or nil
-	h      hash.Hash
-	rel    [2]func()     // releases the buffers
+	f, d   *os.File // the file, and its O_DIRECT handle or nil
+	chunks []bundle.Chunk
+	rel    []func()      // releases the buffers
 	size   int64         // set by finish before ranges is closed: read up to here
 	ranges chan [2]int64 // flushed ranges, in order
-	errc   chan error
+	done   chan struct{} // closed once the reader and the hashers have ended
+
+	mu  sync.Mutex
+	bad int   // index of the first chunk found bad (-1: aborted), else math.MaxInt
+	err error // its error, or a read error
 }
 
-// block is a buffer of read-back bytes on its way to the hasher.
+// readBackWorkers bounds the goroutines that hash read-back chunks.
+const readBackWorkers = 3
+
+// block is a buffer of read-back bytes on its way to a hasher: the
+// region starting at file offset base, holding chunks [first, last).
 type block struct {
-	b   []byte
-	off int64
+	b           []byte
+	base        int64
+	first, last int
 }
 
-func newReadBacker(ctx context.Context, path string) (*readBacker, error) {
+// newReadBacker starts the read-back of the component whose chunk table
+// is chunks, written to path.
+func newReadBacker(ctx context.Context, path string, chunks []bundle.Chunk) (*readBacker, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("read back %s: %w", path, err)
 	}
 	d, _ := openDirectRead(path)
-	rb := &readBacker{f: f, d: d, h: sha256.New(), ranges: make(chan [2]int64, 1024), errc: make(chan error, 1)}
-	free := make(chan []byte, len(rb.rel))
-	for i := range rb.rel {
+	workers := min(max(runtime.GOMAXPROCS(0), 1), readBackWorkers)
+	rb := &readBacker{f: f, d: d, chunks: chunks, bad: math.MaxInt,
+		ranges: make(chan [2]int64, 1024), done: make(chan struct{})}
+	free := make(chan []byte, workers+1)
+	for range workers + 1 {
 		b, release, err := mmapBuf(readBackBuf)
 		if err != nil {
 			b, release = make([]byte, readBackBuf), func() {}
 		}
 		free <- b
-		rb.rel[i] = release
+		rb.rel = append(rb.rel, release)
 	}
-	full := make(chan block, len(rb.rel))
-	var rerr error // set before full is closed
-	go func() {    // reader
-		defer close(full)
-		var next int64
+	work := make(chan block, workers+1)
+	var wg sync.WaitGroup
+	wg.Add(1 + workers)
+	go func() { // reader
+		defer wg.Done()
+		defer close(work)
+		var landed int64 // the medium holds [0, landed)
+		next := 0        // the first chunk not read back yet
 		for r := range rb.ranges {
-			if rerr != nil || r[0] != next {
+			if rb.failed() || r[0] != landed {
 				continue
 			}
-			rerr = rb.readRange(ctx, r[0], r[0]+r[1], free, full)
-			next = r[0] + r[1]
+			landed = r[0] + r[1]
+			next = rb.readChunks(ctx, next, landed, false, free, work)
 		}
-		if rerr == nil && rb.size > next {
-			rerr = rb.readRange(ctx, next, rb.size, free, full)
+		if !rb.failed() {
+			next = rb.readChunks(ctx, next, rb.size, true, free, work)
+		}
+		var covered int64
+		if n := len(rb.chunks); n > 0 {
+			covered = rb.chunkEnd(n - 1)
+		}
+		if !rb.failed() && (next < len(rb.chunks) || covered != rb.size) {
+			rb.fail(next, fmt.Errorf("read back %s: the chunk table covers %d bytes, %d were written: %w", path, covered, rb.size, ErrShortPayload))
 		}
 	}()
-	go func() { // hasher
-		for k := range full {
-			rb.h.Write(k.b)
-			free <- k.b[:cap(k.b)]
-		}
-		rb.errc <- rerr
+	for range workers {
+		go func() { // hasher
+			defer wg.Done()
+			for k := range work {
+				rb.check(k)
+				free <- k.b[:cap(k.b)]
+			}
+		}()
+	}
+	go func() {
+		wg.Wait()
+		close(rb.done)
 	}()
 	return rb, nil
 }
 
-// readRange reads [from, to) from the medium into buffers taken from
-// free and sends each one filled to full: with the O_DIRECT handle where
-// from is page-aligned (reads rounded up to whole pages), else after
-// dropping the cached pages of the range.
-func (rb *readBacker) readRange(ctx context.Context, from, to int64, free chan []byte, full chan<- block) error {
-	f, direct := rb.d, rb.d != nil && from%directAlign == 0
-	if !direct {
-		f = rb.f
-		dropCache(f, from, to-from)
-	}
-	for off := from; off < to; {
+// chunkEnd is the file offset just after chunk i.
+func (rb *readBacker) chunkEnd(i int) int64 {
+	return int64(rb.chunks[i].Offset) + int64(rb.chunks[i].Length)
+}
+
+// readChunks reads back the chunks from next on that lie below limit, a
+// batch per buffer, and queues them for hashing; it returns the first
+// chunk not read. A read through the O_DIRECT handle covers whole pages,
+// so before the end (final unset) a chunk waits until the page holding
+// its last byte has landed whole.
+func (rb *readBacker) readChunks(ctx context.Context, next int, limit int64, final bool, free chan []byte, work chan<- block) int {
+	direct := rb.d != nil
+	for next < len(rb.chunks) {
+		start := int64(rb.chunks[next].Offset)
+		base, end := start, func(i int) int64 { return rb.chunkEnd(i) }
+		if direct {
+			base = start &^ (directAlign - 1)
+			end = func(i int) int64 { return (rb.chunkEnd(i) + directAlign - 1) &^ (directAlign - 1) }
+		}
+		reach := func(i int) bool { return rb.chunkEnd(i) <= limit && (final || end(i) <= limit) }
+		if !reach(next) {
+			return next
+		}
+		last := next + 1
+		for last < len(rb.chunks) && reach(last) && end(last)-base <= readBackBuf {
+			last++
+		}
 		var b []byte
 		select {
 		case b = <-free:
 		case <-ctx.Done():
-			return ctx.Err()
+			rb.fail(next, fmt.Errorf("read back %s: %w", rb.f.Name(), ctx.Err()))
+			return next
 		}
-		need := min(int64(len(b)), to-off)
-		want := need
-		if direct {
-			want = min(int64(len(b)), (need+directAlign-1)&^(directAlign-1))
+		// A whole chunk (at most bundle.MaxChunk) and a page either side
+		// always fit the buffer; the check only guards against a table that
+		// was not validated.
+		need := rb.chunkEnd(last-1) - base
+		want := min(end(last-1)-base, int64(len(b)))
+		if need > want || need < 0 {
+			free <- b
+			rb.fail(next, fmt.Errorf("read back %s: chunk %d of %d bytes: %w", rb.f.Name(), next, rb.chunks[next].Length, bundle.ErrMalformed))
+			return next
 		}
-		m, err := f.ReadAt(b[:want], off)
-		if int64(m) < need {
+		f := rb.d
+		if !direct {
+			f = rb.f
+			dropCache(f, base, need)
+		}
+		if m, err := f.ReadAt(b[:want], base); int64(m) < need {
 			if err == nil || err == io.EOF {
 				err = io.ErrUnexpectedEOF
 			}
 			free <- b
-			return fmt.Errorf("read back %s at %d: %w", rb.f.Name(), off, err)
+			rb.fail(next, fmt.Errorf("read back %s at %d: %w", rb.f.Name(), base, err))
+			return next
 		}
-		full <- block{b[:need], off}
-		off += need
+		work <- block{b: b[:need], base: base, first: next, last: last}
+		next = last
 	}
-	return nil
+	return next
+}
+
+// check hashes the chunks of k and records the first that differs from
+// the chunk table.
+func (rb *readBacker) check(k block) {
+	for i := k.first; i < k.last; i++ {
+		c := rb.chunks[i]
+		at := int64(c.Offset) - k.base
+		sum := sha256.Sum256(k.b[at : at+int64(c.Length)])
+		if subtle.ConstantTimeCompare(sum[:], c.SHA256) != 1 {
+			rb.fail(i, fmt.Errorf("%w: read back %s: chunk %d (%d+%d): sha256 %x, want %x", ErrVerify, rb.f.Name(), i, c.Offset, c.Length, sum, c.SHA256))
+			return
+		}
+	}
+}
+
+// fail records err for chunk i, keeping the error of the lowest chunk.
+func (rb *readBacker) fail(i int, err error) {
+	rb.mu.Lock()
+	defer rb.mu.Unlock()
+	if i < rb.bad {
+		rb.bad, rb.err = i, err
+	}
+}
+
+func (rb *readBacker) failed() bool {
+	rb.mu.Lock()
+	defer rb.mu.Unlock()
+	return rb.err != nil
 }
 
 // flushed is called, in order, with each range that reached the medium.
 func (rb *readBacker) flushed(off, n int64) { rb.ranges <- [2]int64{off, n} }
 
-// finish reads back what is left of the first size bytes and checks the sum.
-func (rb *readBacker) finish(ctx context.Context, size uint64, want []byte) error {
-	defer rb.close()
+// finish reads back what is left of the first size bytes, after the
+// caller's final fsync, and returns the verdict: nil when every chunk
+// read back matches the chunk table.
+func (rb *readBacker) finish(size uint64) error {
 	rb.size = int64(size)
 	close(rb.ranges)
-	if err := <-rb.errc; err != nil {
-		return err
-	}
-	return checkSum(rb.f.Name(), rb.h, want)
+	<-rb.done
+	rb.close()
+	return rb.err
 }
 
 // abort stops the read-back goroutines without a verdict.
 func (rb *readBacker) abort() {
+	rb.fail(-1, errors.New("read back aborted")) // the reader stops reading
 	close(rb.ranges)
-	<-rb.errc
+	<-rb.done
 	rb.close()
 }
 
