@@ -546,20 +546,21 @@ func (rb *readBacker) chunkEnd(i int) int64 {
 // so before the end (final unset) a chunk waits until the page holding
 // its last byte has landed whole.
 func (rb *readBacker) readChunks(ctx context.Context, next int, limit int64, final bool, free chan []byte, work chan<- block) int {
-	direct := rb.d != nil
-	for next < len(rb.chunks) {
-		start := int64(rb.chunks[next].Offset)
-		base, end := start, func(i int) int64 { return rb.chunkEnd(i) }
-		if direct {
-			base = start &^ (directAlign - 1)
-			end = func(i int) int64 { return (rb.chunkEnd(i) + directAlign - 1) &^ (directAlign - 1) }
-		}
-		reach := func(i int) bool { return rb.chunkEnd(i) <= limit && (final || end(i) <= limit) }
-		if !reach(next) {
-			return next
-		}
+	f, direct := rb.f, rb.d != nil
+	// A batch is read from base up to end(last chunk): the chunks' bytes
+	// exactly, or through the O_DIRECT handle the whole pages holding them
+	// (a page two batches share is read twice).
+	base, end := func(i int) int64 { return int64(rb.chunks[i].Offset) }, rb.chunkEnd
+	if direct {
+		f = rb.d
+		base = func(i int) int64 { return int64(rb.chunks[i].Offset) &^ (directAlign - 1) }
+		end = func(i int) int64 { return (rb.chunkEnd(i) + directAlign - 1) &^ (directAlign - 1) }
+	}
+	reach := func(i int) bool { return rb.chunkEnd(i) <= limit && (final || end(i) <= limit) }
+	for next < len(rb.chunks) && reach(next) {
+		from := base(next)
 		last := next + 1
-		for last < len(rb.chunks) && reach(last) && end(last)-base <= readBackBuf {
+		for last < len(rb.chunks) && reach(last) && end(last)-from <= readBackBuf {
 			last++
 		}
 		var b []byte
@@ -572,27 +573,25 @@ func (rb *readBacker) readChunks(ctx context.Context, next int, limit int64, fin
 		// A whole chunk (at most bundle.MaxChunk) and a page either side
 		// always fit the buffer; the check only guards against a table that
 		// was not validated.
-		need := rb.chunkEnd(last-1) - base
-		want := min(end(last-1)-base, int64(len(b)))
-		if need > want || need < 0 {
+		need := rb.chunkEnd(last-1) - from
+		want := min(end(last-1)-from, int64(len(b)))
+		if need > want {
 			free <- b
 			rb.fail(next, fmt.Errorf("read back %s: chunk %d of %d bytes: %w", rb.f.Name(), next, rb.chunks[next].Length, bundle.ErrMalformed))
 			return next
 		}
-		f := rb.d
 		if !direct {
-			f = rb.f
-			dropCache(f, base, need)
+			dropCache(f, from, need)
 		}
-		if m, err := f.ReadAt(b[:want], base); int64(m) < need {
+		if m, err := f.ReadAt(b[:want], from); int64(m) < need {
 			if err == nil || err == io.EOF {
 				err = io.ErrUnexpectedEOF
 			}
 			free <- b
-			rb.fail(next, fmt.Errorf("read back %s at %d: %w", rb.f.Name(), base, err))
+			rb.fail(next, fmt.Errorf("read back %s at %d: %w", rb.f.Name(), from, err))
 			return next
 		}
-		work <- block{b: b[:need], base: base, first: next, last: last}
+		work <- block{b: b[:need], base: from, first: next, last: last}
 		next = last
 	}
 	return next
