@@ -154,13 +154,20 @@ func BenchmarkInstall(b *testing.B) {
 	b.ReportMetric(hashing2Rate, "write-while-all-hash-MiB/s")
 	b.ReportMetric(installRate/min(shaRate, hashingRate), "ratio-while-hashing")
 
-	rss, err := installRSS(b, r, bundlePath, key, false)
+	// Built once, as `make cross` ships it, for this machine: a cgo build
+	// would map the C library too (about 1.4 MiB more RSS) and is not what
+	// runs on a device.
+	bin := filepath.Join(r.dir, "autopatchd")
+	if err := buildStatic("../cmd/autopatchd", bin); err != nil {
+		b.Fatal(err)
+	}
+	rss, err := installRSS(b, r, bin, bundlePath, key, false)
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.ReportMetric(rss, "peak-RSS-MiB")
 	// With read-back, the default for block-device slots.
-	rss, err = installRSS(b, r, bundlePath, key, true)
+	rss, err = installRSS(b, r, bin, bundlePath, key, true)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -287,21 +294,7 @@ func measureWriteHashing(b *testing.B, path string, n int) float64 {
 // installRSS builds autopatchd, runs `autopatchd install` of the bundle on
 // a config with the simulated bootloader (and read-back on or off), and
 // returns its peak RSS in MiB.
-func installRSS(b *testing.B, r *rig, bundlePath string, key crypto.Signer, verify bool) (float64, error) {
-	bin := filepath.Join(r.dir, "autopatchd")
-	gcflags, err := autopatchdGCFlags("../scripts/autopatchd.gcflags")
-	if err != nil {
-		return 0, err
-	}
-	// Built as `make cross` ships it, for this machine: static and
-	// stripped. A cgo build would map the C library too (about 1.4 MiB more
-	// RSS) and is not what runs on a device.
-	args := append([]string{"build", "-trimpath", "-ldflags=-s -w"}, gcflags...)
-	build := exec.Command("go", append(args, "-o", bin, "../cmd/autopatchd")...)
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		return 0, fmt.Errorf("go build: %v: %s", err, out)
-	}
+func installRSS(b *testing.B, r *rig, bin, bundlePath string, key crypto.Signer, verify bool) (float64, error) {
 	pubPEM, err := bundle.MarshalPublicKey(key.Public())
 	if err != nil {
 		return 0, err
@@ -377,25 +370,34 @@ func TestMain(m *testing.M) {
 }
 
 // armSize builds the stripped linux/arm GOARM=7 binary of pkg the way
-// `make check` builds autopatchd, with the compiler flags of
-// scripts/autopatchd.gcflags, and returns its size in MiB.
+// `make cross` builds autopatchd and returns its size in MiB.
 func armSize(b *testing.B, pkg string) (float64, error) {
 	out := filepath.Join(b.TempDir(), "arm-binary")
-	gcflags, err := autopatchdGCFlags("../scripts/autopatchd.gcflags")
-	if err != nil {
+	if err := buildStatic(pkg, out, "GOOS=linux", "GOARCH=arm", "GOARM=7"); err != nil {
 		return 0, err
-	}
-	args := append([]string{"build", "-trimpath", "-ldflags=-s -w"}, gcflags...)
-	cmd := exec.Command("go", append(args, "-o", out, pkg)...)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=arm", "GOARM=7")
-	if o, err := cmd.CombinedOutput(); err != nil {
-		return 0, fmt.Errorf("go build arm: %v: %s", err, o)
 	}
 	fi, err := os.Stat(out)
 	if err != nil {
 		return 0, err
 	}
 	return mib(fi.Size()), nil
+}
+
+// buildStatic builds pkg into out as `make cross` builds autopatchd:
+// static (CGO_ENABLED=0), stripped, with the compiler flags of
+// scripts/autopatchd.gcflags; env adds GOOS, GOARCH and the like.
+func buildStatic(pkg, out string, env ...string) error {
+	gcflags, err := autopatchdGCFlags("../scripts/autopatchd.gcflags")
+	if err != nil {
+		return err
+	}
+	args := append([]string{"build", "-trimpath", "-ldflags=-s -w"}, gcflags...)
+	cmd := exec.Command("go", append(args, "-o", out, pkg)...)
+	cmd.Env = append(append(os.Environ(), "CGO_ENABLED=0"), env...)
+	if o, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %s %s: %v: %s", strings.Join(env, " "), pkg, err, o)
+	}
+	return nil
 }
 
 // autopatchdGCFlags reads the file of autopatchd's compiler flags: one
