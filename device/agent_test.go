@@ -120,12 +120,8 @@ func (h *hubSide) states(offer string) string {
 
 func (h *hubSide) waitState(offer, suffix string) {
 	h.t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !strings.HasSuffix(h.states(offer), suffix) {
-		if time.Now().After(deadline) {
-			h.t.Fatalf("offer %s: states %q, waiting for %q", offer, h.states(offer), suffix)
-		}
-		time.Sleep(10 * time.Millisecond)
+	if !eventually(15*time.Second, func() bool { return strings.HasSuffix(h.states(offer), suffix) }) {
+		h.t.Fatalf("offer %s: states %q, waiting for %q", offer, h.states(offer), suffix)
 	}
 }
 
@@ -178,10 +174,7 @@ func TestAgentRebootPolicyHub(t *testing.T) {
 	}
 	h.send("dev-1", &transport.Cmd{ID: "c1", Op: transport.CmdReboot, Offer: o.ID})
 	h.waitState(o.ID, "rebooting")
-	deadline := time.Now().Add(10 * time.Second)
-	for r.rebootCount() == 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	eventually(10*time.Second, func() bool { return r.rebootCount() != 0 })
 	if n := r.rebootCount(); n != 1 {
 		t.Fatalf("rebooted %d times after the reboot command, want 1", n)
 	}
@@ -269,10 +262,7 @@ func TestAgentOfferWithdrawn(t *testing.T) {
 	d.Close()
 	r.startAgent(h, r.engine())
 	h.send("dev-1", &transport.Offer{})
-	deadline := time.Now().Add(10 * time.Second)
-	for r.state(r.engine()).State == Downloading && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	eventually(10*time.Second, func() bool { return r.state(r.engine()).State != Downloading })
 	if rec := r.state(r.engine()); rec.State != Abandoned || rec.Last == nil || rec.Last.Reason != "offer withdrawn by the hub" {
 		t.Errorf("after the withdrawal: state %s, last %+v", rec.State, rec.Last)
 	}
@@ -293,12 +283,8 @@ func TestAgentHelloAfterReconnect(t *testing.T) {
 	}
 	waitFor := func(what string, cond func() bool) {
 		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s", what)
-			}
-			time.Sleep(10 * time.Millisecond)
+		if !eventually(10*time.Second, cond) {
+			t.Fatalf("timed out waiting for %s", what)
 		}
 	}
 	waitFor("the first Hello", func() bool { return hellos() >= 1 })

@@ -296,3 +296,16 @@ func randomBytes(seed, n int) []byte {
 	}
 	return b
 }
+
+// eventually polls cond every 10 ms until it holds or d has passed, and
+// reports whether it held.
+func eventually(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return true
+}

@@ -48,10 +48,7 @@ func TestRunRetriesFailedStep(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- e.Run(ctx, time.Hour) }()
 	// Generous: the retry comes after about a second; without it, after an hour.
-	deadline := time.Now().Add(30 * time.Second)
-	for r.state(e).State != Committed && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	eventually(30*time.Second, func() bool { return r.state(e).State == Committed })
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Errorf("Run = %v, want context.Canceled", err)
