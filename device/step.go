@@ -117,9 +117,8 @@ const confirmedName = "boot-confirmed"
 // later calls in the same boot cost one read.
 func (e *Engine) confirm(rec *Record) error {
 	id, _ := e.o.BootID()
-	marker := filepath.Join(e.cfg.DataDir, confirmedName)
 	if id != "" {
-		if b, err := os.ReadFile(marker); err == nil && string(b) == id {
+		if b, err := os.ReadFile(e.confirmedPath()); err == nil && string(b) == id {
 			return nil
 		}
 	}
@@ -162,16 +161,17 @@ func (e *Engine) confirm(rec *Record) error {
 	return e.markConfirmed(id)
 }
 
-// markConfirmed records boot id as confirmed.
+func (e *Engine) confirmedPath() string { return filepath.Join(e.cfg.DataDir, confirmedName) }
+
+// markConfirmed records boot id as confirmed. The marker only saves the
+// next confirm of this boot its work: a marker lost or torn by a crash
+// never matches a boot id (the next boot has a new one), so it is written
+// in place, without a temp file or fsync.
 func (e *Engine) markConfirmed(id string) error {
 	if id == "" {
 		return nil
 	}
-	marker := filepath.Join(e.cfg.DataDir, confirmedName)
-	if err := writeFileSync(marker+".tmp", []byte(id), 0o600); err != nil {
-		return fmt.Errorf("record boot confirmation: %w", err)
-	}
-	if err := os.Rename(marker+".tmp", marker); err != nil {
+	if err := os.WriteFile(e.confirmedPath(), []byte(id), 0o600); err != nil {
 		return fmt.Errorf("record boot confirmation: %w", err)
 	}
 	return nil
