@@ -235,14 +235,6 @@ func (w *directWriter) landedJob(j *djob, err error) {
 	}
 }
 
-func (w *directWriter) fail(err error) {
-	w.mu.Lock()
-	if w.err == nil {
-		w.err = err
-	}
-	w.mu.Unlock()
-}
-
 func (w *directWriter) failed() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
