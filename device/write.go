@@ -47,7 +47,10 @@ const (
 // the kernel, not the Go scheduler, shares the cores, and it preempts for
 // a thread waking from I/O within microseconds. Writes that overlap (one
 // process with several engines) share the one spare P; the last to end
-// restores the setting found by the first.
+// restores the setting found by the first. Setting GOMAXPROCS stops the
+// runtime from following CPU affinity and cgroup quota changes, so where
+// the setting was the runtime's own (no GOMAXPROCS in the environment)
+// the last one hands it back to the runtime instead.
 func spareProc() func() {
 	spare.Lock()
 	defer spare.Unlock()
@@ -62,7 +65,11 @@ func spareProc() func() {
 			spare.Lock()
 			defer spare.Unlock()
 			if spare.writers--; spare.writers == 0 {
-				runtime.GOMAXPROCS(spare.base)
+				if os.Getenv("GOMAXPROCS") == "" {
+					runtime.SetDefaultGOMAXPROCS()
+				} else {
+					runtime.GOMAXPROCS(spare.base)
+				}
 			}
 		})
 	}
