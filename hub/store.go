@@ -151,6 +151,14 @@ func Final(state string) bool {
 	return false
 }
 
+// AwaitingReboot reports whether a deployment in state s has its update
+// installed and waits only for the reboot into it: for the hub's reboot
+// command (DeployWaitingReboot) or for the device's maintenance window
+// (DeployWaitingWindow; a reboot command brings it forward).
+func AwaitingReboot(state string) bool {
+	return state == DeployWaitingReboot || state == DeployWaitingWindow
+}
+
 // Step is one state change of a deployment.
 type Step struct {
 	State  string    `json:"state"`

@@ -59,7 +59,7 @@ func deployCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		ctx, cancel := context.WithTimeout(ctx, *wait)
 		defer cancel()
 		shown := len(dep.Steps)
-		for !hub.Final(dep.State) && dep.State != hub.DeployWaitingReboot {
+		for !hub.Final(dep.State) && !hub.AwaitingReboot(dep.State) {
 			select {
 			case <-ctx.Done():
 				return fmt.Errorf("deploy: deployment %d still %s: %w", dep.ID, dep.State, ctx.Err())
@@ -73,9 +73,13 @@ func deployCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 				fmt.Fprintf(stdout, "  %s %s %s\n", st.At.Format(time.RFC3339), st.State, st.Detail)
 			}
 		}
-		if dep.State == hub.DeployWaitingReboot {
+		if hub.AwaitingReboot(dep.State) {
 			if !*asJSON {
-				fmt.Fprintf(stdout, "deployment %d: %s: the update is installed; reboot with `autopatch-hub devices reboot %s`\n", dep.ID, dep.State, dep.Device)
+				hint := "reboot with"
+				if dep.State == hub.DeployWaitingWindow {
+					hint = "the device reboots into it in its maintenance window, or now with"
+				}
+				fmt.Fprintf(stdout, "deployment %d: %s: the update is installed; %s `autopatch-hub devices reboot %s`\n", dep.ID, dep.State, hint, dep.Device)
 			}
 		} else if !*asJSON && dep.State != hub.DeploySucceeded {
 			return fmt.Errorf("deploy: deployment %d ended %s", dep.ID, dep.State)

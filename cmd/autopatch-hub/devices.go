@@ -68,8 +68,12 @@ func devicesCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 		for _, dep := range d.Deployments {
 			fmt.Fprintf(stdout, "deployment: %d %s@%s %s\n", dep.ID, dep.Bundle, dep.Version, dep.State)
-			if dep.State == hub.DeployWaitingReboot {
-				fmt.Fprintf(stdout, "            installed; waits for `autopatch-hub devices reboot %s`\n", d.ID)
+			if hub.AwaitingReboot(dep.State) {
+				hint := "waits for"
+				if dep.State == hub.DeployWaitingWindow {
+					hint = "reboots in its maintenance window, or now with"
+				}
+				fmt.Fprintf(stdout, "            installed; %s `autopatch-hub devices reboot %s`\n", hint, d.ID)
 			}
 		}
 		return nil
@@ -92,7 +96,7 @@ func devicesCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			fmt.Fprint(stdout, "; the device is offline")
 		}
 		fmt.Fprintln(stdout)
-		if sub == "reboot" && res.State != hub.DeployWaitingReboot && res.State != hub.DeployWaitingWindow {
+		if sub == "reboot" && !hub.AwaitingReboot(res.State) {
 			fmt.Fprintln(stdout, "note: no deployment waits for a reboot; a device with no installed update waiting ignores the command")
 		}
 		return nil

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -114,30 +115,36 @@ func TestCLI(t *testing.T) {
 		}
 	}
 
-	// deploy --wait returns once the device waits for the hub's reboot.
-	waited := make(chan string, 1)
-	go func() {
-		out, err := runCLI(t, append([]string{"deploy"}, append(op, "--bundle", "app@1.0.0", "--device", "rpi-7", "--reboot", "hub", "--wait", "20s")...)...)
-		if err != nil {
-			out += "error: " + err.Error()
-		}
-		waited <- out
-	}()
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if _, err := s.Hub.Store().Deployment(ctx, 3); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("deployment 3 not created")
-		}
-	}
+	// deploy --wait returns once the device waits for its reboot: for the
+	// hub's command or for its maintenance window.
 	status, _ := transport.Topic("rpi-7", transport.ChStatus)
-	for _, state := range []string{"downloading", "installing", "waiting-hub"} {
-		if err := conn.Publish(ctx, status, &transport.Status{Offer: "dep-3", State: state}); err != nil {
-			t.Fatal(err)
+	deployWait := func(id int64, policy []string, states ...string) string {
+		t.Helper()
+		waited := make(chan string, 1)
+		go func() {
+			args := append([]string{"deploy"}, append(op, "--bundle", "app@1.0.0", "--device", "rpi-7", "--wait", "20s")...)
+			out, err := runCLI(t, append(args, policy...)...)
+			if err != nil {
+				out += "error: " + err.Error()
+			}
+			waited <- out
+		}()
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			if _, err := s.Hub.Store().Deployment(ctx, id); err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("deployment %d not created", id)
+			}
 		}
+		for _, state := range states {
+			if err := conn.Publish(ctx, status, &transport.Status{Offer: fmt.Sprintf("dep-%d", id), State: state}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return <-waited
 	}
-	out := <-waited
+	out := deployWait(3, []string{"--reboot", "hub"}, "downloading", "installing", "waiting-hub")
 	for _, want := range []string{" installing ", " waiting-reboot ", "reboot with `autopatch-hub devices reboot rpi-7`"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("deploy --wait output lacks %q:\n%s", want, out)
@@ -153,6 +160,23 @@ func TestCLI(t *testing.T) {
 	if out, err := runCLI(t, append([]string{"devices", "reboot"}, append(op, "rpi-7")...)...); err != nil ||
 		!strings.Contains(out, "deployment 3 is waiting-reboot") || strings.Contains(out, "no deployment waits") {
 		t.Errorf("devices reboot: %v\n%s", err, out)
+	}
+	out = deployWait(4, []string{"--reboot", "window", "--window", "0 2 * * *", "--window-length", "1h"}, "downloading", "installing", "waiting-window")
+	for _, want := range []string{" installing ", " waiting-window ", "deployment 4: waiting-window: the update is installed; the device reboots into it in its maintenance window, or now with `autopatch-hub devices reboot rpi-7`"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("deploy --reboot window --wait output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "error:") {
+		t.Errorf("deploy --reboot window --wait failed at waiting-window:\n%s", out)
+	}
+	if out, err := runCLI(t, append([]string{"devices", "show"}, append(view, "rpi-7")...)...); err != nil ||
+		!strings.Contains(out, "deployment: 4 app@1.0.0 waiting-window\n            installed; reboots in its maintenance window, or now with `autopatch-hub devices reboot rpi-7`") {
+		t.Errorf("devices show at waiting-window: %v\n%s", err, out)
+	}
+	if out, err := runCLI(t, append([]string{"devices", "reboot"}, append(op, "rpi-7")...)...); err != nil ||
+		!strings.Contains(out, "deployment 4 is waiting-window") || strings.Contains(out, "no deployment waits") {
+		t.Errorf("devices reboot at waiting-window: %v\n%s", err, out)
 	}
 	t.Setenv("AUTOPATCH_TOKEN", hubtest.ViewerToken)
 	if out, err := runCLI(t, "devices", "list", "--hub", url, "--filter", "online=true"); err != nil || !strings.Contains(out, "rpi-7") {
