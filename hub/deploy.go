@@ -301,12 +301,9 @@ func (h *Hub) onStatus(ctx context.Context, device string, m transport.Message) 
 	if Final(dep.State) {
 		return
 	}
-	state := st.State
-	switch state {
-	case deviceWaitingHub:
+	state := st.State // "waiting-window" is DeployWaitingWindow as it stands
+	if state == deviceWaitingHub {
 		state = DeployWaitingReboot
-	case deviceWaitingWindow:
-		state = DeployWaitingWindow
 	}
 	final := ""
 	switch strings.ToLower(st.Result) {
@@ -381,11 +378,9 @@ func (h *Hub) withdraw(device string, depID int64) {
 	}
 }
 
-// Status states of the device agent that the hub names differently.
-const (
-	deviceWaitingHub    = "waiting-hub"    // installed, trial slot set, waiting for Cmd reboot
-	deviceWaitingWindow = "waiting-window" // installed, waiting for the maintenance window
-)
+// deviceWaitingHub is the device agent's Status state for an installed update,
+// trial slot set, waiting for Cmd reboot; the hub records it as DeployWaitingReboot.
+const deviceWaitingHub = "waiting-hub"
 
 // Policy checks the reboot policy of a deployment request and returns the
 // offer's Policy. Reboot "" means "now". Window (cron "m h dom mon dow") and
