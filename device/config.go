@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/autopatcher/autopatcher/transport"
 )
 
 // DefaultConfigPath is where autopatchd looks for its configuration.
@@ -246,7 +248,7 @@ func (c *Config) Validate() error {
 	switch c.Reboot.Policy {
 	case RebootNow, RebootHub:
 	case RebootWindow:
-		if _, err := ParseWindow(c.Reboot.Window, c.Reboot.TimeZone); err != nil {
+		if _, err := transport.ParseWindow(c.Reboot.Window, c.Reboot.TimeZone); err != nil {
 			return bad("reboot.window", "%v", err)
 		}
 	default:

@@ -8,6 +8,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"time"
+
+	"github.com/autopatcher/autopatcher/transport"
 )
 
 // errPowerCut is what injected crashes return; the engine stops at once,
@@ -315,7 +317,7 @@ func (e *Engine) step(ctx context.Context) (bool, string, error) {
 		case RebootHub:
 			return false, StatusWaitingHub, nil
 		case RebootWindow:
-			w, err := ParseWindow(window, e.cfg.Reboot.TimeZone)
+			w, err := transport.ParseWindow(window, e.cfg.Reboot.TimeZone)
 			if err != nil {
 				return false, "", err
 			}

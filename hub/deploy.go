@@ -384,7 +384,8 @@ const deviceWaitingHub = "waiting-hub"
 
 // Policy checks the reboot policy of a deployment request and returns the
 // offer's Policy. Reboot "" means "now". Window (cron "m h dom mon dow") and
-// WindowLength go only with reboot "window"; an empty Window leaves the
+// WindowLength go only with reboot "window", and must parse as the device
+// parses them (transport.Policy.CheckWindow); an empty Window leaves the
 // device's own configured window in force.
 func (r DeployRequest) Policy() (transport.Policy, error) {
 	p := transport.Policy{Reboot: r.Reboot}
@@ -406,6 +407,11 @@ func (r DeployRequest) Policy() (transport.Policy, error) {
 			return p, fmt.Errorf("deployment request: window %q needs window_length (seconds, > 0): %w", r.Window, ErrBadRequest)
 		}
 		p.Window, p.WindowLength = strings.Join(strings.Fields(r.Window), " "), r.WindowLength
+		// The device parses the window only once the image is written;
+		// refuse here what it would refuse then.
+		if err := p.CheckWindow(); err != nil {
+			return transport.Policy{Reboot: r.Reboot}, fmt.Errorf("deployment request: window %q for %ds: %v: %w", r.Window, r.WindowLength, err, ErrBadRequest)
+		}
 		return p, nil
 	default:
 		return p, fmt.Errorf("deployment request: reboot %q, want now, window or hub: %w", r.Reboot, ErrBadRequest)

@@ -124,7 +124,7 @@ type Offer struct {
 // Policy says when the device may act on an offer.
 type Policy struct {
 	Reboot       string `msg:"reboot"`   // RebootNow, RebootWindow or RebootHub
-	Window       string `msg:"window"`   // maintenance window, cron "m h dom mon dow"
+	Window       string `msg:"window"`   // maintenance window, cron "m h dom mon dow"; see WindowSpec
 	WindowLength int64  `msg:"winlen"`   // seconds
 	DownloadOnly bool   `msg:"download"` // download and verify, install on a later offer
 }

@@ -1,15 +1,20 @@
-package device
+package transport
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
 )
 
 // Window is a recurring maintenance window in which a reboot may happen.
+// The hub carries only the cron form on the wire (Policy.Window plus
+// Policy.WindowLength, joined by Policy.WindowSpec); a device's own
+// configuration may use any form. Both sides parse with ParseWindow, so a
+// window the device would refuse is refused at the hub when it is deployed.
 //
-// Two forms are accepted:
+// Three forms are accepted:
 //
 //	"02:00-04:00"            every day, 02:00 to 04:00 (end before start wraps past midnight)
 //	"sat,sun 02:00-04:00"    only on the listed weekdays (mon..sun, ranges like mon-fri)
@@ -90,6 +95,36 @@ func ParseWindow(spec, zone string) (*Window, error) {
 		return w, nil
 	}
 	return nil, fmt.Errorf("window %q: want \"HH:MM-HH:MM\", \"DAYS HH:MM-HH:MM\" or \"M H DOM MON DOW LENGTH\"", spec)
+}
+
+// WindowSpec is the window specification p stands for in ParseWindow's cron
+// form: Window followed by WindowLength as a duration ("0 2 * * * 1h30m0s").
+// It is "" when p names no window, leaving the device's own in force.
+func (p Policy) WindowSpec() string {
+	if p.Window == "" {
+		return ""
+	}
+	w := p.Window
+	if p.WindowLength > 0 {
+		w += " " + (time.Duration(p.WindowLength) * time.Second).String()
+	}
+	return w
+}
+
+// CheckWindow reports why a device could not parse p's window, or nil when
+// it can or when p names none: the cron fields and the length as
+// ParseWindow reads them from WindowSpec, and a WindowLength that a
+// time.Duration holds. The time zone is the device's own and changes only
+// when a window lies, never whether it parses, so UTC stands in for it.
+func (p Policy) CheckWindow() error {
+	if p.Window == "" {
+		return nil
+	}
+	if p.WindowLength > int64(math.MaxInt64/time.Second) {
+		return fmt.Errorf("window length %ds: longer than %ds", p.WindowLength, int64(math.MaxInt64/time.Second))
+	}
+	_, err := ParseWindow(p.WindowSpec(), "UTC")
+	return err
 }
 
 // Contains reports whether t lies inside the window.
