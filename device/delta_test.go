@@ -52,11 +52,7 @@ func TestAgentReportsDelta(t *testing.T) {
 	o2 := h.offer("dev-1", "dep-2", p2, r.trust, transport.Policy{Reboot: transport.RebootNow}, 0)
 	h.waitState(o2.ID, "rebooting")
 
-	st, err := e.Status()
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := st.Download
+	d := e.LastDownload()
 	if d == nil {
 		t.Fatal("Status has no download stats")
 	}

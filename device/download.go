@@ -739,8 +739,10 @@ func (e *Engine) saveDownloadStats(s DownloadStats) error {
 	return os.Rename(p+".tmp", p)
 }
 
-// lastDownload reads the stats of the last finished download, nil if none.
-func (e *Engine) lastDownload() *DownloadStats {
+// LastDownload reads the stats of the last finished download, nil if none
+// (or unreadable). Status does not read them: it is called on every poll,
+// the stats only by `autopatchd status`.
+func (e *Engine) LastDownload() *DownloadStats {
 	b, err := os.ReadFile(filepath.Join(e.cfg.DataDir, downloadStatsName))
 	if err != nil {
 		return nil

@@ -261,6 +261,8 @@ type Status struct {
 	Last            *Result           `json:"last,omitempty"`
 	Reason          string            `json:"reason,omitempty"`
 	// Download: where the chunks of the last finished download came from.
+	// Status leaves it nil (it is read from a file of its own); callers
+	// that show it fill it from LastDownload.
 	Download *DownloadStats `json:"download,omitempty"`
 }
 
@@ -278,7 +280,7 @@ func (e *Engine) status(rec *Record) (Status, error) {
 	st := Status{
 		State: rec.State, Bundle: rec.Bundle, Target: rec.Target, Components: rec.Components,
 		Current: rec.Current, Installed: e.installed(rec), SecurityVersion: rec.SecurityVersion,
-		Last: rec.Last, Reason: rec.Reason, Download: e.lastDownload(),
+		Last: rec.Last, Reason: rec.Reason,
 	}
 	st.Booted, _ = e.o.Booted()
 	var err error

@@ -319,6 +319,7 @@ func status(e *device.Engine, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	st.Download = e.LastDownload()
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
