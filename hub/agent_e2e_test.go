@@ -25,6 +25,7 @@ import (
 	"github.com/autopatcher/autopatcher/hub/hubtest"
 	"github.com/autopatcher/autopatcher/slots/sim"
 	"github.com/autopatcher/autopatcher/transport"
+	"github.com/autopatcher/autopatcher/transport/transporttest"
 )
 
 // The tests here run the real device agent (device.Agent: manifest, Prepare,
@@ -683,25 +684,25 @@ func (l *lockedWriter) Write(b []byte) (int, error) {
 // takes an update to commit.
 func TestAgentMutualTLS(t *testing.T) {
 	ctx := context.Background()
-	serverCA := hubtest.CA(t, "broker ca")
-	server := hubtest.Leaf(t, "127.0.0.1", serverCA)
-	fleetCA := hubtest.CA(t, "fleet ca")
+	serverCA := transporttest.NewNamedCA(t, "broker ca")
+	serverCert, serverKey := serverCA.IssueDual(t, "127.0.0.1")
+	fleetCA := transporttest.NewNamedCA(t, "fleet ca")
 	key, vpub, pub := hubtest.Key(t)
 	trust := &bundle.Trust{Keys: []bundle.PublicKey{vpub}}
 	s := hubtest.Start(t, pub, func(c *hub.Config) {
 		c.MQTT.Addr = "-"
 		c.MQTT.TLSAddr = "127.0.0.1:0"
-		c.MQTT.TLSCert, c.MQTT.TLSKey = server.CertFile, server.KeyFile
+		c.MQTT.TLSCert, c.MQTT.TLSKey = serverCert, serverKey
 		c.MQTT.RequireCerts = true
-		c.DeviceCA = fleetCA.CertFile
+		c.DeviceCA = fleetCA.Cert
 	})
 	img := hubtest.Payload(71, 1<<20)
 	upload(t, s, buildBundle(t, key, "1.1.0", 2, bundle.CompressionZstd, img), trust)
 	b := newBoard(t, trust)
-	cert := hubtest.Leaf(t, "sim-tls", fleetCA)
+	cert, certKey := fleetCA.IssueDual(t, "sim-tls")
 	cfg := device.DefaultConfig().Hub
 	cfg.Servers = []string{"mqtts://" + s.MQTTTLSAddr()}
-	cfg.DeviceID, cfg.CA, cfg.Cert, cfg.Key = "sim-tls", serverCA.CertFile, cert.CertFile, cert.KeyFile
+	cfg.DeviceID, cfg.CA, cfg.Cert, cfg.Key = "sim-tls", serverCA.Cert, cert, certKey
 	cfg.ChunkTimeout, cfg.Poll = device.Duration(time.Second), device.Duration(50*time.Millisecond)
 
 	d := b.runDaemonWith(cfg, b.engine(), nil)

@@ -12,30 +12,33 @@ import (
 
 	"github.com/autopatcher/autopatcher/hub"
 	"github.com/autopatcher/autopatcher/hub/hubtest"
+	"github.com/autopatcher/autopatcher/transport/transporttest"
 )
 
 func TestMutualTLS(t *testing.T) {
 	ctx := context.Background()
-	serverCA := hubtest.CA(t, "broker ca")
-	server := hubtest.Leaf(t, "127.0.0.1", serverCA)
-	fleetCA := hubtest.CA(t, "fleet ca")
+	serverCA := transporttest.NewNamedCA(t, "broker ca")
+	serverCert, serverKey := serverCA.IssueDual(t, "127.0.0.1")
+	fleetCA := transporttest.NewNamedCA(t, "fleet ca")
 	s := hubtest.Start(t, "", func(c *hub.Config) {
 		c.MQTT.Addr = "-"
 		c.MQTT.TLSAddr = "127.0.0.1:0"
-		c.MQTT.TLSCert, c.MQTT.TLSKey = server.CertFile, server.KeyFile
+		c.MQTT.TLSCert, c.MQTT.TLSKey = serverCert, serverKey
 		c.MQTT.RequireCerts = true
-		c.DeviceCA = fleetCA.CertFile
+		c.DeviceCA = fleetCA.Cert
 	})
 	if s.MQTTAddr() != "" {
 		t.Errorf("plain listener %q open although disabled", s.MQTTAddr())
 	}
 	roots := x509.NewCertPool()
-	pemCA, _ := os.ReadFile(serverCA.CertFile)
+	pemCA, _ := os.ReadFile(serverCA.Cert)
 	roots.AppendCertsFromPEM(pemCA)
-	dial := func(id string, c *hubtest.Cert) error {
+	// leaf is a client certificate's files; the zero leaf is no certificate.
+	type leaf struct{ cert, key string }
+	dial := func(id string, c leaf) error {
 		cfg := &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"}
-		if c != nil {
-			pair, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+		if c.cert != "" {
+			pair, err := tls.LoadX509KeyPair(c.cert, c.key)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -53,13 +56,14 @@ func TestMutualTLS(t *testing.T) {
 		}
 		return err
 	}
-	fleetDev := hubtest.Leaf(t, "dev-fleet", fleetCA)
-	selfDev := hubtest.Leaf(t, "dev-self", nil)
-	selfDev2 := hubtest.Leaf(t, "dev-self", nil)
+	var fleetDev, selfDev, selfDev2 leaf
+	fleetDev.cert, fleetDev.key = fleetCA.IssueDual(t, "dev-fleet")
+	selfDev.cert, selfDev.key = transporttest.SelfSigned(t, "dev-self")
+	selfDev2.cert, selfDev2.key = transporttest.SelfSigned(t, "dev-self")
 	tests := []struct {
 		name   string
 		id     string
-		cert   *hubtest.Cert
+		cert   leaf
 		ok     bool
 		status hub.DeviceStatus
 	}{
@@ -68,7 +72,7 @@ func TestMutualTLS(t *testing.T) {
 		{"same device, same certificate", "dev-self", selfDev, true, hub.StatusPending},
 		{"same name, another certificate", "dev-self", selfDev2, false, hub.StatusPending},
 		{"client id differs from the common name", "dev-other", fleetDev, false, ""},
-		{"no certificate", "dev-none", nil, false, ""},
+		{"no certificate", "dev-none", leaf{}, false, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
