@@ -732,11 +732,7 @@ func (e *Engine) saveDownloadStats(s DownloadStats) error {
 	if err != nil {
 		return err
 	}
-	p := filepath.Join(e.cfg.DataDir, downloadStatsName)
-	if err := writeFileSync(p+".tmp", b, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(p+".tmp", p)
+	return slots.ReplaceFile(filepath.Join(e.cfg.DataDir, downloadStatsName), b, 0o600, nil)
 }
 
 // LastDownload reads the stats of the last finished download, nil if none
