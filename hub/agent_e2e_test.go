@@ -295,7 +295,7 @@ func deployAndCommit(t *testing.T, f *fleet, b *board, id, version string, fault
 		}
 	}
 	d = b.runDaemon(f, id, e, progress)
-	dep, err := f.server().Hub.Deploy(ctx, "oscar", "os", version, id)
+	dep, err := f.server().Hub.DeployWith(ctx, "oscar", hub.DeployRequest{Bundle: "os", Version: version, Device: id})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -488,7 +488,7 @@ func TestAgentOtherDevicesOffer(t *testing.T) {
 	accept(t, f.server(), "sim-b")
 	fa.stop()
 	fb.stop()
-	dep, err := f.server().Hub.Deploy(ctx, "oscar", "os", "1.1.0", "sim-b")
+	dep, err := f.server().Hub.DeployWith(ctx, "oscar", hub.DeployRequest{Bundle: "os", Version: "1.1.0", Device: "sim-b"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -644,7 +644,7 @@ hub:
 	if err := s.Hub.SetStatus(ctx, "oscar", "sim-p", hub.StatusAccepted); err != nil {
 		t.Fatal(err)
 	}
-	dep, err := s.Hub.Deploy(ctx, "oscar", "os", "1.1.0", "sim-p")
+	dep, err := s.Hub.DeployWith(ctx, "oscar", hub.DeployRequest{Bundle: "os", Version: "1.1.0", Device: "sim-p"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -710,7 +710,7 @@ func TestAgentMutualTLS(t *testing.T) {
 		dev, err := s.Hub.Store().Device(ctx, "sim-tls")
 		return err == nil && dev.Status == hub.StatusAccepted
 	})
-	dep, err := s.Hub.Deploy(ctx, "oscar", "os", "1.1.0", "sim-tls")
+	dep, err := s.Hub.DeployWith(ctx, "oscar", hub.DeployRequest{Bundle: "os", Version: "1.1.0", Device: "sim-tls"})
 	if err != nil {
 		t.Fatal(err)
 	}

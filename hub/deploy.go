@@ -35,12 +35,6 @@ func parseOfferID(s string) (int64, bool) {
 	return id, err == nil && id > 0
 }
 
-// Deploy offers bundle name@version to one accepted device on behalf of actor,
-// with reboot policy "now": see DeployWith.
-func (h *Hub) Deploy(ctx context.Context, actor, name, version, device string) (*Deployment, error) {
-	return h.DeployWith(ctx, actor, DeployRequest{Bundle: name, Version: version, Device: device})
-}
-
 // DeployWith offers req.Bundle@req.Version to one accepted device on behalf of
 // actor: it records a deployment, replaces any earlier active deployment of that
 // device, and publishes a retained Offer, carrying req's reboot policy, on the

@@ -168,7 +168,7 @@ func TestPendingAcceptDeploy(t *testing.T) {
 	}
 
 	// A pending device gets no offer.
-	if _, err := s.Hub.Deploy(ctx, "oscar", "app", "1.0.0", "dev-1"); !errors.Is(err, hub.ErrBadRequest) {
+	if _, err := s.Hub.DeployWith(ctx, "oscar", hub.DeployRequest{Bundle: "app", Version: "1.0.0", Device: "dev-1"}); !errors.Is(err, hub.ErrBadRequest) {
 		t.Fatalf("Deploy(pending device) = %v, want ErrBadRequest", err)
 	}
 	if code, body := api.do("POST", "/api/v1/devices/dev-1/accept", hubtest.OperatorToken, nil); code != http.StatusOK {
@@ -252,12 +252,12 @@ func TestDeploySupersedes(t *testing.T) {
 	dev.hello("sim")
 	waitFor(t, "registered", func() bool { _, err := s.Hub.Store().Device(ctx, "dev-s"); return err == nil })
 	s.Hub.SetStatus(ctx, "oscar", "dev-s", hub.StatusAccepted)
-	first, err := s.Hub.Deploy(ctx, "oscar", "app", "1.0.0", "dev-s")
+	first, err := s.Hub.DeployWith(ctx, "oscar", hub.DeployRequest{Bundle: "app", Version: "1.0.0", Device: "dev-s"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	o1 := dev.nextOffer()
-	second, err := s.Hub.Deploy(ctx, "oscar", "app", "1.1.0", "dev-s")
+	second, err := s.Hub.DeployWith(ctx, "oscar", hub.DeployRequest{Bundle: "app", Version: "1.1.0", Device: "dev-s"})
 	if err != nil {
 		t.Fatal(err)
 	}

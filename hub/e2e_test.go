@@ -251,7 +251,7 @@ func TestEndToEnd(t *testing.T) {
 			if err := s.Hub.SetStatus(ctx, "oscar", "sim-1", hub.StatusAccepted); err != nil {
 				t.Fatal(err)
 			}
-			dep, err := s.Hub.Deploy(ctx, "oscar", "os", "1.1.0", "sim-1")
+			dep, err := s.Hub.DeployWith(ctx, "oscar", hub.DeployRequest{Bundle: "os", Version: "1.1.0", Device: "sim-1"})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -60,7 +60,7 @@ func TestExternalMosquitto(t *testing.T) {
 	if err := s.Hub.SetStatus(ctx, "oscar", "dev-1", hub.StatusAccepted); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Hub.Deploy(ctx, "oscar", "app", "2.0.0", "dev-1"); err != nil {
+	if _, err := s.Hub.DeployWith(ctx, "oscar", hub.DeployRequest{Bundle: "app", Version: "2.0.0", Device: "dev-1"}); err != nil {
 		t.Fatal(err)
 	}
 	offer := dev.nextOffer()
