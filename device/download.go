@@ -61,10 +61,9 @@ type Download struct {
 	already bool
 	resumed bool
 
-	mu     sync.Mutex
-	sinks  map[int]*sink // by manifest index
-	stats  DownloadStats
-	copied map[[32]byte]bool // hashes of chunks copied from the active slot
+	mu    sync.Mutex
+	sinks map[int]*sink // by manifest index
+	stats DownloadStats
 }
 
 // DownloadStats says where the chunks of a download came from: fetched
@@ -262,7 +261,6 @@ func (d *Download) open(rec *Record, fresh bool) error {
 		}
 	}
 	d.stats = DownloadStats{Bundle: d.info}
-	d.copied = map[[32]byte]bool{}
 	for _, it := range d.plan {
 		if it.Unchanged {
 			continue // nothing to fetch: the installed copy stays
@@ -388,26 +386,9 @@ func (d *Download) Local(comp int) interface {
 	ReadChunk(sum, dst []byte) (bool, error)
 } {
 	if s := d.sinks[comp]; s != nil && s.local != nil {
-		return countingLocal{d, s.local}
+		return s.local
 	}
 	return nil
-}
-
-// countingLocal remembers which chunks were copied from the active slot,
-// so MarkDone can tell them from fetched ones.
-type countingLocal struct {
-	d *Download
-	l *localChunks
-}
-
-func (c countingLocal) ReadChunk(sum, dst []byte) (bool, error) {
-	ok, err := c.l.ReadChunk(sum, dst)
-	if ok && err == nil {
-		c.d.mu.Lock()
-		c.d.copied[[32]byte(sum)] = true
-		c.d.mu.Unlock()
-	}
-	return ok, err
 }
 
 // Count returns how many chunks of component comp are written, and its total.
@@ -443,7 +424,7 @@ func (d *Download) MarkDone(comp, idx int) error {
 	s.bits[idx/8] |= 1 << (idx % 8)
 	s.count++
 	ch := &s.c.Chunks[idx]
-	if len(ch.SHA256) == sha256.Size && d.copied[[32]byte(ch.SHA256)] {
+	if s.local != nil && s.local.wasCopied(ch.SHA256) {
 		d.stats.Copied++
 		d.stats.CopiedBytes += uint64(ch.Length)
 	} else {
@@ -678,17 +659,22 @@ func (e *Engine) CancelDownload(offer, reason string) error {
 	return e.abandonDownload(rec, reason)
 }
 
-// localChunks reads chunks from the active slot by their sha256 (delta).
+// localChunks reads chunks from the active slot by their sha256 (delta) for
+// one component, and remembers which it handed out, so MarkDone can tell
+// that component's copied chunks from its fetched ones.
 type localChunks struct {
 	path  string
 	spans map[[32]byte]ChunkSpan
 	once  sync.Once
 	f     *os.File
 	err   error
+
+	mu     sync.Mutex
+	copied map[[32]byte]bool // hashes of the chunks ReadChunk returned
 }
 
 func newLocalChunks(path string, ci ChunkIndex) *localChunks {
-	l := &localChunks{path: path, spans: map[[32]byte]ChunkSpan{}}
+	l := &localChunks{path: path, spans: map[[32]byte]ChunkSpan{}, copied: map[[32]byte]bool{}}
 	for _, sp := range ci.Chunks {
 		if len(sp.SHA256) == sha256.Size {
 			l.spans[[32]byte(sp.SHA256)] = sp
@@ -717,7 +703,20 @@ func (l *localChunks) ReadChunk(sum, dst []byte) (bool, error) {
 	if got := sha256.Sum256(dst); !bytes.Equal(got[:], sum) {
 		return false, nil
 	}
+	l.mu.Lock()
+	l.copied[[32]byte(sum)] = true
+	l.mu.Unlock()
 	return true, nil
+}
+
+// wasCopied reports whether ReadChunk returned the chunk with this sha256.
+func (l *localChunks) wasCopied(sum []byte) bool {
+	if len(sum) != sha256.Size {
+		return false
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.copied[[32]byte(sum)]
 }
 
 func (l *localChunks) close() {

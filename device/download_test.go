@@ -310,3 +310,105 @@ func TestDownloadCut(t *testing.T) {
 		t.Error("slot B does not hold the image")
 	}
 }
+
+// TestDownloadCountsCopiesPerComponent: a file whose only chunk equals a
+// chunk the image copies from the active slot is fetched (files have no
+// local source), and the stats count it as fetched, not copied.
+func TestDownloadCountsCopiesPerComponent(t *testing.T) {
+	ctx := context.Background()
+	r := newRig(t)
+	img := randomBytes(21, 1<<20)
+	p1 := r.build(spec{version: "1.1.0", security: 1, comps: []comp{image("rootfs", "1.1.0", img)}})
+	if _, err := r.install(r.engine(), p1, InstallOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e, status := r.reboot(sim.Default)
+	if status != Committed.String() || r.boot.Booted() != "B" {
+		t.Fatalf("first update: %q on %s", status, r.boot.Booted())
+	}
+
+	first, err := bundle.NewChunker(bytes.NewReader(img)).Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed := append([]byte(nil), first...)
+	img2 := append([]byte(nil), img...)
+	copy(img2[len(img2)/2:], "a change in the middle of the image")
+	p2 := r.build(spec{version: "1.2.0", security: 1, comps: []comp{
+		image("rootfs", "1.2.0", img2),
+		file("seed", "1.0.0", "/etc/seed", seed).dependsOn(bundle.Dependency{Name: "rootfs", Constraint: ">= 1"}),
+	}})
+	fd := newFeeder(t, p2, r.trust)
+	d, err := e.Prepare(ctx, fd.signed, DownloadOptions{Offer: "dep-2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if comps := d.Components(); len(comps) != 2 || d.Manifest().Components[comps[0]].Kind != bundle.KindImage {
+		t.Fatalf("components %v, want the image first, then the file", comps)
+	}
+
+	// As the Fetcher does: copy what the active slot holds, fetch the rest.
+	copied := map[[32]byte]bool{}
+	nCopied := 0
+	for _, ci := range d.Components() {
+		l := d.Local(ci)
+		if l == nil {
+			continue
+		}
+		c := &d.Manifest().Components[ci]
+		for i, ch := range c.Chunks {
+			buf := make([]byte, ch.Length)
+			ok, err := l.ReadChunk(ch.SHA256, buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !ok {
+				continue
+			}
+			if _, err := d.Sink(ci).WriteAt(buf, int64(ch.Offset)); err != nil {
+				t.Fatal(err)
+			}
+			if err := d.MarkDone(ci, i); err != nil {
+				t.Fatal(err)
+			}
+			copied[[32]byte(ch.SHA256)] = true
+			nCopied++
+		}
+	}
+	var fileComp *bundle.Component
+	for _, ci := range d.Components() {
+		if c := &d.Manifest().Components[ci]; c.Kind == bundle.KindFile {
+			fileComp = c
+			if d.Local(ci) != nil {
+				t.Errorf("file component %q has a local source", c.Name)
+			}
+		}
+	}
+	if fileComp == nil || len(fileComp.Chunks) != 1 || !copied[[32]byte(fileComp.Chunks[0].SHA256)] {
+		t.Fatal("the file's chunk is not one the image copied: the test proves nothing")
+	}
+	fetched := fd.feed(d, -1)
+
+	st := d.Stats()
+	if st.Copied != nCopied || st.Fetched != fetched {
+		t.Errorf("stats: %d copied, %d fetched; want %d copied, %d fetched (the file's chunk among them)", st.Copied, st.Fetched, nCopied, fetched)
+	}
+	if st.Copied+st.Fetched != st.Chunks || st.From != "B" {
+		t.Errorf("stats %+v: copied + fetched != chunks, or not from B", st)
+	}
+	var copiedBytes uint64
+	for _, ch := range d.Manifest().Components[d.Components()[0]].Chunks {
+		if copied[[32]byte(ch.SHA256)] {
+			copiedBytes += uint64(ch.Length)
+		}
+	}
+	if st.CopiedBytes != copiedBytes {
+		t.Errorf("copied bytes %d, want %d (the image's copied chunks only)", st.CopiedBytes, copiedBytes)
+	}
+	if out, err := d.Finish(ctx); err != nil || out.Status != StatusRebooting {
+		t.Fatalf("Finish = %s, %v", out.Status, err)
+	}
+	if last := e.LastDownload(); last == nil || last.Copied != st.Copied || last.Fetched != st.Fetched {
+		t.Errorf("LastDownload = %+v, want the stats %+v", last, st)
+	}
+}
