@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/autopatcher/autopatcher/bundle"
+	"github.com/autopatcher/autopatcher/internal/gcflags"
 )
 
 const (
@@ -387,33 +388,17 @@ func armSize(b *testing.B, pkg string) (float64, error) {
 // static (CGO_ENABLED=0), stripped, with the compiler flags of
 // scripts/autopatchd.gcflags; env adds GOOS, GOARCH and the like.
 func buildStatic(pkg, out string, env ...string) error {
-	gcflags, err := autopatchdGCFlags("../scripts/autopatchd.gcflags")
+	flags, err := gcflags.Read("../scripts/autopatchd.gcflags")
 	if err != nil {
 		return err
 	}
-	args := append([]string{"build", "-trimpath", "-ldflags=-s -w"}, gcflags...)
+	args := append([]string{"build", "-trimpath", "-ldflags=-s -w"}, flags...)
 	cmd := exec.Command("go", append(args, "-o", out, pkg)...)
 	cmd.Env = append(append(os.Environ(), "CGO_ENABLED=0"), env...)
 	if o, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build %s %s: %v: %s", strings.Join(env, " "), pkg, err, o)
 	}
 	return nil
-}
-
-// autopatchdGCFlags reads the file of autopatchd's compiler flags: one
-// -gcflags argument per line that is neither empty nor a # comment.
-func autopatchdGCFlags(path string) ([]string, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("read gcflags: %w", err)
-	}
-	var flags []string
-	for _, line := range strings.Split(string(b), "\n") {
-		if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
-			flags = append(flags, "-gcflags="+line)
-		}
-	}
-	return flags, nil
 }
 
 // cpuSeconds is the user and system CPU time this process has used.

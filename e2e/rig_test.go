@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/autopatcher/autopatcher/e2e/disk"
+	"github.com/autopatcher/autopatcher/internal/gcflags"
 	"github.com/autopatcher/autopatcher/slots"
 )
 
@@ -144,15 +145,11 @@ func (r *rig) goBuild(pkg, name string) ([]byte, error) {
 	out := filepath.Join(r.work, name)
 	args := []string{"build", "-trimpath", "-ldflags=-s -w"}
 	if pkg == "./cmd/autopatchd" {
-		b, err := os.ReadFile(filepath.Join(r.root, "scripts", "autopatchd.gcflags"))
+		flags, err := gcflags.Read(filepath.Join(r.root, "scripts", "autopatchd.gcflags"))
 		if err != nil {
-			return nil, fmt.Errorf("read gcflags: %w", err)
+			return nil, err
 		}
-		for _, line := range strings.Split(string(b), "\n") {
-			if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
-				args = append(args, "-gcflags="+line)
-			}
-		}
+		args = append(args, flags...)
 	}
 	cmd := exec.Command("go", append(args, "-o", out, pkg)...)
 	cmd.Dir = r.root
