@@ -596,11 +596,7 @@ func rebootPlan(p transport.Policy) *RebootPlan {
 		if p.Window == "" {
 			return nil // the device's own window
 		}
-		w := p.Window
-		if p.WindowLength > 0 {
-			w += " " + (time.Duration(p.WindowLength) * time.Second).String()
-		}
-		return &RebootPlan{Policy: RebootWindow, Window: w}
+		return &RebootPlan{Policy: RebootWindow, Window: p.WindowSpec()}
 	}
 	return nil
 }
