@@ -17,9 +17,7 @@ func (e *Engine) writeAll(ctx context.Context, ra io.ReaderAt, m *bundle.Manifes
 		if e.o.onWrite != nil {
 			e.o.onWrite(it.Component)
 		}
-		if it.Unchanged {
-			// Identical to what is installed: nothing is written.
-			j.Components[k].Written, j.Components[k].Done = it.Size, true
+		if it.Unchanged { // journalOf marked it written
 			if opts.Progress != nil {
 				opts.Progress(it.Component, it.Size, it.Size)
 			}

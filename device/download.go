@@ -566,8 +566,7 @@ func (d *Download) place(ctx context.Context, j *Record) error {
 				d.opts.Progress(it.Component, n, it.Size)
 			}
 		}
-		if it.Unchanged {
-			j.Components[k].Written, j.Components[k].Done = it.Size, true
+		if it.Unchanged { // journalOf marked it written
 			prog(it.Size)
 			continue
 		}

@@ -201,7 +201,11 @@ func journalOf(m *bundle.Manifest, info BundleInfo, plan []PlanItem, booted stri
 		}
 		p := Progress{Name: it.Component, Kind: it.Kind, Version: it.Version, Class: it.Class, Slot: it.Slot,
 			Target: it.Target, Size: it.Size, SHA256: hex.EncodeToString(c.SHA256)}
-		if it.Kind == string(bundle.KindFile) && !it.Unchanged {
+		if it.Unchanged {
+			// Identical to what is installed: nothing is written, so it
+			// counts as written from the start (the write loops skip it).
+			p.Written, p.Done = it.Size, true
+		} else if it.Kind == string(bundle.KindFile) {
 			p.Stage = it.Target + stageExt // an unchanged file has none: commit leaves it alone
 		}
 		p.Link = it.link

@@ -81,6 +81,16 @@ func TestUnchangedComponents(t *testing.T) {
 			}
 			r.order = nil
 			deploy(e, p)
+			// The state lists the unchanged components as written in full.
+			comps := r.state(e).Components
+			if len(comps) != len(want) {
+				t.Errorf("state lists %d components, want %d", len(comps), len(want))
+			}
+			for _, c := range comps {
+				if unchanged[c.Name] && (!c.Done || c.Written != c.Size) {
+					t.Errorf("unchanged %s: done %v, written %d of %d; want done and written in full", c.Name, c.Done, c.Written, c.Size)
+				}
+			}
 			e, status = r.reboot(sim.Default)
 			if status != Committed.String() {
 				t.Fatalf("2.2.0: %s, want committed (last %+v)", status, r.state(e).Last)
