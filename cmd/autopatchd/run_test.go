@@ -175,3 +175,25 @@ func TestStatusShowsLastDownload(t *testing.T) {
 		t.Errorf("status:\n%s\nwant a line %q", b.String(), want)
 	}
 }
+
+// `status --json` carries the last download's figures, read from the data
+// dir only by the status command.
+func TestStatusJSONLastDownload(t *testing.T) {
+	cfg, _, _ := setup(t)
+	data := filepath.Join(filepath.Dir(cfg), "data")
+	if err := os.MkdirAll(data, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	want := device.DownloadStats{Bundle: device.BundleInfo{Name: "gateway", Version: "2.2.0"}, Chunks: 64, Fetched: 1, Copied: 63, From: "A"}
+	b, err := json.Marshal(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(data, "last-download.json"), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got := statusOf(t, cfg).Download
+	if got == nil || got.Bundle != want.Bundle || got.Chunks != want.Chunks || got.Fetched != want.Fetched || got.Copied != want.Copied || got.From != want.From {
+		t.Errorf("status --json download = %+v, want %+v", got, want)
+	}
+}
