@@ -118,12 +118,12 @@
 //
 // Measured on a 2-core VM with a host-cached virtio disk (ext4, one
 // hardware queue): plain dd ≈ 1420–1510 MiB/s, dd with O_DIRECT ≈
-// 1640–1960, O_DIRECT read ≈ 1750–2330, sha256 ≈ 1600–1750 on one core.
-// Without read-back Write gives 0.79–0.95 of plain dd over the day's
-// runs. With read-back it gives 0.65–0.74 of plain dd against a
-// verify-ceiling of 0.61–0.74 in the same runs: the device moves twice
+// 1640–1960, O_DIRECT read ≈ 1600–2330, sha256 ≈ 1600–1750 on one core.
+// Without read-back Write gives 0.74–0.95 of plain dd over the day's
+// runs. With read-back it gives 0.64–0.74 of plain dd against a
+// verify-ceiling of 0.54–0.74 in the same runs: the device moves twice
 // the bytes dd moves, and this disk overlaps reads and writes only a
-// little (duplex 0.9–1.2: a `dd oflag=direct` write and a `dd
+// little (duplex 0.9–1.3: a `dd oflag=direct` write and a `dd
 // iflag=direct` read of 256 MiB run together take about as long as one
 // after the other). Even a writer that overlapped its read-back as well
 // as duplex allows would reach only verify-ceiling × duplex, 0.64–0.86
